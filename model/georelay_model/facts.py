@@ -1,0 +1,60 @@
+"""What the role renders for one proxy host: paths under georelay_root and its backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from georelay_model.fleet import SYSTEM_CA_BUNDLE, Fleet, Proxy
+
+
+def proxy_paths(proxy: Proxy) -> dict[str, str]:
+    """Every file and socket of one proxy, below its georelay_root (Debian's layout at /)."""
+    p = proxy.path
+    return {
+        "conf_dir": p("etc/haproxy"),
+        "config": p("etc/haproxy/haproxy.cfg"),
+        "certs_dir": p("etc/haproxy/certs"),
+        "tls_pem": p("etc/haproxy/certs/georelay.pem"),
+        "backend_ca": p("etc/haproxy/certs/backend-ca.pem"),
+        "run_dir": p("run/haproxy"),
+        "admin_socket": p("run/haproxy/admin.sock"),
+        "user_socket": p("run/haproxy/user.sock"),
+        "master_socket": p("run/haproxy-master.sock"),
+        "pid_file": p("run/haproxy.pid"),
+        "chroot": p("var/lib/haproxy"),
+        "state_file": p("var/lib/haproxy/server-state"),
+        "log_dir": p("var/log/haproxy"),
+        "log_file": p("var/log/haproxy/haproxy.log"),
+    }
+
+
+def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
+    """The normalised view of one proxy that templates/haproxy.cfg.j2 renders."""
+    proxy = fleet.proxy(host)
+    region = fleet.region(proxy.region)
+    paths = proxy_paths(proxy)
+    backends = []
+    for service in fleet.services:
+        gateway = region.gateway(service)
+        backends.append({
+            "name": service.backend_name,
+            "hostname": service.hostname,
+            "domain": service.apigw_domain(region.name),
+            "server": gateway.haproxy,
+            "resolve": not gateway.is_ip,
+            "health_path": service.health_path,
+        })
+    return {
+        "name": proxy.name,
+        "region": proxy.region,
+        "bind_address": proxy.bind_address,
+        "https_port": proxy.https_port,
+        "http_port": proxy.http_port,
+        "service_manager": proxy.service_manager,
+        "root": proxy.root,
+        "paths": paths,
+        "backend_ca": paths["backend_ca"] if fleet.backend_ca else SYSTEM_CA_BUNDLE,
+        "backend_ca_source": fleet.backend_ca,
+        "tls_pem_source": fleet.tls_pem,
+        "backends": backends,
+    }

@@ -1,0 +1,108 @@
+"""The validated fleet: services, regions and their proxies, with every default applied."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+from dataclasses import dataclass, field
+
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # on the proxy host
+
+
+@dataclass(frozen=True)
+class Service:
+    """A public hostname relayed to one API Gateway custom domain per region."""
+
+    hostname: str  # public name, e.g. fast.example.com
+    apigw_domain_pattern: str  # e.g. {region}-fast.example.com
+    health_path: str | None = None  # a path on the API that answers 200
+
+    def apigw_domain(self, region: str) -> str:
+        return self.apigw_domain_pattern.replace("{region}", region)
+
+    @property
+    def backend_name(self) -> str:
+        return "be_" + self.hostname.replace(".", "_").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a proxy connects to reach a region's gateway (host and port)."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def haproxy(self) -> str:
+        """The address as an HAProxy server line wants it (IPv6 in brackets)."""
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """One HAProxy host of a region (an inventory host with aws_region)."""
+
+    name: str
+    region: str
+    public_ip: str | None
+    public_dns: str | None
+    dns_weight: int = 1
+    bind_address: str = ""  # "" = every address
+    https_port: int = 443
+    http_port: int = 80
+    service_manager: str = "systemd"  # or "process"
+    root: str = "/"
+
+    @property
+    def public_address(self) -> str:
+        return self.public_ip or self.public_dns or ""
+
+    def path(self, *parts: str) -> str:
+        """A path below this proxy's georelay_root."""
+        return posixpath.join(self.root, *parts)
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    proxies: tuple[Proxy, ...]
+    apigw_address: Endpoint | None = None  # None: resolve each service's domain on :443
+
+    def gateway(self, service: Service) -> Endpoint:
+        return self.apigw_address or Endpoint(service.apigw_domain(self.name), 443)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    zone: str
+    services: tuple[Service, ...]
+    regions: tuple[Region, ...]
+    tls_pem: str | None = None  # control-node path; None when the reader does not need it
+    backend_ca: str | None = None  # control-node CA file; None: the host's system store
+    extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def proxies(self) -> tuple[Proxy, ...]:
+        return tuple(p for r in self.regions for p in r.proxies)
+
+    def region(self, name: str) -> Region:
+        for r in self.regions:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def proxy(self, name: str) -> Proxy:
+        for p in self.proxies:
+            if p.name == name:
+                return p
+        raise KeyError(name)
