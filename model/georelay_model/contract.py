@@ -36,9 +36,41 @@ VARS: tuple[Var, ...] = (
     Var("haproxy_http_port", "host", 80, "plain HTTP listener port (redirects to https)"),
     Var("georelay_service_manager", "host", "systemd", "systemd or process"),
     Var("georelay_root", "host", "/", "filesystem prefix for config, certs, sockets"),
+    # Read by georelay-dns (dns/georelay_dns/settings.py validates them; docs/DNS.md).
+    Var("georelay_dns_mode", "all", "proxy",
+        "proxy (latency -> weighted proxies) or direct (latency -> API Gateway regional)"),
+    Var("georelay_dns_owner", "all", "georelay",
+        "ownership marker: SetIdentifier prefix and health-check tag/CallerReference"),
+    Var("georelay_dns_zone_id", "all", None,
+        "hosted zone id; default: the one zone named georelay_zone"),
+    Var("georelay_dns_ttl", "all", 60, "TTL of the weighted proxy records, 1-60 s"),
+    Var("georelay_dns_regional_name", "all", "proxy-{region}-{label}.{parent}",
+        "name of a region's weighted set; {region} {label} {parent} {hostname}"),
+    Var("georelay_dns_health_path", "all", "/healthz", "path Route53 health checks GET"),
+    Var("georelay_dns_health_interval", "all", 10, "health check RequestInterval: 10 or 30"),
+    Var("georelay_dns_health_threshold", "all", 2, "health check FailureThreshold: 1-10"),
+    Var("georelay_dns_health_regions", "all", [],
+        "Route53 checker regions (>= 3); default: Route53's default set"),
+    Var("georelay_dns_health_search", "all", None,
+        "string the health response body must contain (HTTPS_STR_MATCH)"),
+    Var("georelay_dns_direct_targets", "all", None,
+        "direct mode: {region: {hostname: {domain_name, hosted_zone_id}}}"),
 )
 
-KNOWN: frozenset[str] = frozenset(v.name for v in VARS)
+# Tunables of roles/georelay_haproxy (defaults in its defaults/main.yml, types in its
+# meta/argument_specs.yml). Listed so a misspelt one is caught, not silently ignored.
+ROLE_TUNABLES: tuple[str, ...] = (
+    "georelay_templates_dir", "haproxy_binary", "haproxy_package", "haproxy_user",
+    "haproxy_group", "haproxy_nbthread", "haproxy_log_level", "haproxy_hard_stop_after",
+    "haproxy_close_spread_time", "haproxy_timeout_connect", "haproxy_timeout_client",
+    "haproxy_timeout_server", "haproxy_timeout_http_request",
+    "haproxy_timeout_http_keep_alive", "haproxy_timeout_queue", "haproxy_timeout_check",
+    "haproxy_retries", "haproxy_retry_on", "haproxy_http_reuse", "haproxy_check_interval",
+    "haproxy_check_fall", "haproxy_check_rise", "haproxy_resolvers",
+    "haproxy_dns_hold_valid", "haproxy_reload_timeout",
+)
+
+KNOWN: frozenset[str] = frozenset(v.name for v in VARS) | frozenset(ROLE_TUNABLES)
 
 SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path"})
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import posixpath
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -243,7 +244,7 @@ def _path(r: _Reader, field: str, raw: object, *, required: bool) -> str | None:
         r.problem("all", field, f"{value!r} is not an absolute path",
                   "give the full path, e.g. {{ inventory_dir }}/files/tls.pem")
         return None
-    return value
+    return posixpath.normpath(value) if value else value
 
 
 def _proxy(r: _Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
@@ -295,6 +296,7 @@ def _proxy(r: _Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
     if not root.startswith("/"):
         r.problem(host, "georelay_root", f"{root!r} is not an absolute path",
                   "give an absolute directory such as / or /srv/georelay/lab1")
+    root = posixpath.normpath(root)
     if len(r.problems) > before:
         return None
     return Proxy(name=host, region=region, public_ip=public_ip, public_dns=public_dns,

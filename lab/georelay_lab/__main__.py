@@ -1,0 +1,3 @@
+from georelay_lab.cli import main
+
+main()

@@ -1,0 +1,61 @@
+"""georelay-lab: the local stand-ins for AWS pieces that the demo and the tests run on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from georelay_lab import fleet_lab
+from georelay_lab.gateway import serve
+
+
+@click.group()
+def main() -> None:
+    """Local stand-ins for AWS: a lab CA, API Gateway regional endpoints, Route53."""
+
+
+@main.command()
+@click.option("--region", required=True, help="AWS region this gateway stands in for.")
+@click.option("--listen", required=True, help="ip:port to listen on.")
+@click.option("--domain", "domains", multiple=True, required=True,
+              help="A custom domain it serves (repeat).")
+@click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="PEM with certificate chain and key covering every domain.")
+def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> None:
+    """Run one stand-in regional API Gateway in the foreground."""
+    host, _, port = listen.rpartition(":")
+    serve((host.strip("[]"), int(port)), region, list(domains), cert)
+
+
+@main.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+def up(inventory: str, lab_dir: str) -> None:
+    """Create the lab CA and certificates, and start a stand-in gateway per region."""
+    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    for line in lab.up():
+        click.echo(line)
+
+
+@main.command()
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+def down(lab_dir: str) -> None:
+    """Stop everything the lab started (gateways, proxies, agents, Route53 stand-in)."""
+    for line in fleet_lab.down(Path(lab_dir)):
+        click.echo(line)
+
+
+@main.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--path", default="/anything", show_default=True)
+def show(inventory: str, lab_dir: str, path: str) -> None:
+    """Send a request through every proxy for every service; show what the gateway got."""
+    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    failures = 0
+    for line, ok in lab.show(path):
+        click.echo(line)
+        failures += not ok
+    sys.exit(1 if failures else 0)

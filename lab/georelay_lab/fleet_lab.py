@@ -1,0 +1,110 @@
+"""The lab of one inventory: its certificates, its stand-in gateways, requests through it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from georelay_lab import certs, client, processes
+from georelay_model import Fleet, InventoryError, Region, fleet_from_hostvars, load_inventory
+
+
+@dataclass
+class FleetLab:
+    fleet: Fleet
+    lab_dir: Path
+
+    @classmethod
+    def from_inventory(cls, inventory: str, lab_dir: Path) -> FleetLab:
+        try:
+            fleet = fleet_from_hostvars(load_inventory(inventory))
+        except InventoryError as exc:
+            raise SystemExit(f"georelay-lab: {exc}") from exc
+        return cls(fleet, lab_dir.resolve())
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.lab_dir / "certs"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.certs_dir / "lab-ca.pem"
+
+    def gateway_pem(self, region: str) -> Path:
+        return self.certs_dir / f"gateway-{region}.pem"
+
+    def gateway_files(self, region: str) -> tuple[Path, Path]:
+        run = self.lab_dir / "gateways"
+        return run / f"{region}.pid", run / f"{region}.log"
+
+    def domains(self, region: str) -> list[str]:
+        return [s.apigw_domain(region) for s in self.fleet.services]
+
+    def ensure_certs(self) -> list[str]:
+        ca = certs.authority(self.certs_dir)
+        done = []
+        public = self.certs_dir / "public.pem"
+        if certs.ensure_server_pem(ca, public, [s.hostname for s in self.fleet.services]):
+            done.append(f"issued {public}")
+        for region in self.fleet.regions:
+            pem = self.gateway_pem(region.name)
+            if certs.ensure_server_pem(ca, pem, self.domains(region.name)):
+                done.append(f"issued {pem}")
+        return done
+
+    def start_gateway(self, region: Region) -> str:
+        if region.apigw_address is None or not region.apigw_address.is_ip:
+            raise SystemExit(f"georelay-lab: region {region.name} needs georelay_apigw_address "
+                             "ip:port for its stand-in gateway")
+        pid_file, log_file = self.gateway_files(region.name)
+        if processes.running(pid_file):
+            return f"gateway {region.name} already running (pid file {pid_file})"
+        address = region.apigw_address
+        cmd = [sys.executable, "-m", "georelay_lab", "gateway", "--region", region.name,
+               "--listen", address.haproxy, "--cert", str(self.gateway_pem(region.name))]
+        for domain in self.domains(region.name):
+            cmd += ["--domain", domain]
+        pid = processes.start(cmd, pid_file, log_file)
+        if not processes.wait_port(address.host, address.port):
+            raise SystemExit(f"georelay-lab: gateway {region.name} did not start; see {log_file}")
+        return f"gateway {region.name} on {address.haproxy} (pid {pid}) serves " + \
+            ", ".join(self.domains(region.name))
+
+    def stop_gateway(self, region: str) -> bool:
+        return processes.stop(self.gateway_files(region)[0])
+
+    def up(self) -> list[str]:
+        lines = self.ensure_certs()
+        lines += [self.start_gateway(r) for r in self.fleet.regions]
+        return lines
+
+    def show(self, path: str) -> Iterator[tuple[str, bool]]:
+        for proxy in self.fleet.proxies:
+            for service in self.fleet.services:
+                label = f"{proxy.name:8} {proxy.public_address}:{proxy.https_port} " \
+                        f"https://{service.hostname}{path}"
+                try:
+                    reply = client.fetch(proxy.public_address, proxy.https_port,
+                                         service.hostname, path, ca_file=str(self.ca_file))
+                except OSError as exc:
+                    yield f"{label} -> FAILED: {exc}", False
+                    continue
+                if reply.status != 200:
+                    yield f"{label} -> HTTP {reply.status}", False
+                    continue
+                echo = reply.json()
+                yield (f"{label} -> {reply.status} from {echo['region']}: gateway got "
+                       f"Host={echo['host']} SNI={echo['sni']} "
+                       f"X-Forwarded-Host={echo['x_forwarded_host']} "
+                       f"X-Forwarded-For={echo['x_forwarded_for']}"), True
+
+
+def down(lab_dir: Path) -> list[str]:
+    """Stop every process whose pid file lives under lab_dir."""
+    lines = []
+    for pid_file in sorted(lab_dir.glob("**/*.pid")):
+        if processes.stop(pid_file):
+            lines.append(f"stopped {pid_file.relative_to(lab_dir)}")
+    return lines or ["nothing was running"]

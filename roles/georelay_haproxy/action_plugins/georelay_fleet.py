@@ -1,0 +1,75 @@
+"""Validate the whole inventory with the georelay fleet model and hand this host its view.
+
+Runs on the control node inside ansible-playbook (an action, not a module), so it reads
+the PEM and CA files where they are, and imports georelay_model from the Python that runs
+Ansible (install georelay there: ``pip install georelay``). Nothing on any host is touched
+when the inventory has a problem: the play stops here, listing every problem with its fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+
+DOCUMENTATION = r"""
+module: georelay_fleet
+short_description: Validate the georelay inventory and compute this proxy's facts
+description:
+  - Builds the fleet model from every host with aws_region, checks the public PEM and the
+    backend CA, and returns the georelay_proxy fact that haproxy.cfg is rendered from.
+options: {}
+"""
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        try:
+            from georelay_model import InventoryError, fleet_from_hostvars
+            from georelay_model.contract import KNOWN
+            from georelay_model.facts import proxy_facts
+            from georelay_model.tls import file_problems, pem_problems
+        except ImportError as exc:
+            result.update(failed=True, msg=f"georelay_model is not importable ({exc}): install "
+                          "georelay into the Python that runs ansible-playbook "
+                          "(pip install georelay, or make setup in a checkout)")
+            return result
+
+        hostvars = task_vars["hostvars"]
+        wanted = KNOWN | {"aws_region"}
+        inventory: dict[str, dict[str, Any]] = {}
+        for host in task_vars["groups"]["all"]:
+            hv = hostvars[host]
+            if "aws_region" not in hv:
+                continue
+            # Values are templated with that host's own variables; unknown georelay_*
+            # names are kept (as None) so the model can point out misspellings.
+            inventory[host] = {name: (hv[name] if name in wanted else None)
+                               for name in hv if name in wanted or
+                               name.startswith(("georelay_", "haproxy_"))}
+        host = task_vars["inventory_hostname"]
+        try:
+            fleet = fleet_from_hostvars(inventory, rendered=True)
+            if host not in {p.name for p in fleet.proxies}:
+                result.update(failed=True, msg=f"{host} has no aws_region: put it in a region "
+                              "group whose vars set aws_region")
+                return result
+            problems = pem_problems(fleet.tls_pem or "", [s.hostname for s in fleet.services])
+            if fleet.backend_ca:
+                problems += file_problems(fleet.backend_ca, "georelay_backend_ca")
+            if problems:
+                raise InventoryError(problems)
+        except InventoryError as exc:
+            result.update(failed=True, msg=str(exc),
+                          problems=[str(p) for p in exc.problems])
+            return result
+        facts = proxy_facts(fleet, host)
+        result.update(changed=False, ansible_facts={"georelay_proxy": facts},
+                      msg=f"{host}: {len(fleet.services)} service(s), region {facts['region']}, "
+                          f"{len(fleet.proxies)} proxies in the fleet")
+        return result

@@ -1,0 +1,265 @@
+#!/usr/bin/python
+"""Start, reload and prove an HAProxy master-worker through its master socket."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: georelay_haproxy_master
+short_description: Start, reload and prove an HAProxy master-worker process
+description:
+  - In process mode, starts C(haproxy -W -S master.sock) detached, its output appended to a
+    log file, and reloads it hitlessly through the master socket's C(reload) command.
+  - In systemd mode, reloads with C(systemctl reload) instead.
+  - Either way, a reload only counts once the master socket shows a new worker and no
+    failed reload; otherwise the task fails and the old workers keep serving.
+options:
+  state:
+    description: started (start when not running), reloaded (start or reload), stopped.
+    choices: [started, reloaded, stopped]
+    default: started
+    type: str
+  manager:
+    description: process or systemd.
+    choices: [process, systemd]
+    default: process
+    type: str
+  service:
+    description: systemd unit (systemd mode).
+    default: haproxy
+    type: str
+  binary:
+    description: haproxy executable.
+    default: /usr/sbin/haproxy
+    type: path
+  config:
+    description: haproxy.cfg path.
+    required: true
+    type: path
+  master_socket:
+    description: master CLI socket path.
+    required: true
+    type: path
+  pid_file:
+    description: pid file of the master.
+    required: true
+    type: path
+  log_file:
+    description: where the process-mode master's output (traffic log) goes.
+    required: true
+    type: path
+  admin_socket:
+    description: admin stats socket, used to save server states before a reload.
+    type: path
+  state_file:
+    description: server-state-file of haproxy.cfg, written before each reload so that
+      gateways keep their health and resolved address across it.
+    type: path
+  timeout:
+    description: seconds to wait for a start or reload to be proven.
+    default: 30
+    type: int
+"""
+
+RETURN = r"""
+workers:
+  description: pids of current workers after the operation.
+  type: list
+  returned: always
+reloads:
+  description: reload count of the master.
+  type: int
+  returned: always
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+MASTER_RE = re.compile(r"^(\d+)\s+master\s+(\d+)\s+\[failed:\s*(\d+)\]", re.M)
+
+
+def master_cli(path, command, timeout=3.0):
+    """Send one command to the master socket and return its whole answer (None: no answer)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(command.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)  # the CLI answers and closes once input ends
+            chunks = []
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def show_proc(path):
+    """(master pid, reloads, failed reloads, current worker pids) or None when not running."""
+    out = master_cli(path, "show proc")
+    if not out:
+        return None
+    m = MASTER_RE.search(out)
+    if not m:
+        return None
+    workers = []
+    section = None
+    for line in out.splitlines():
+        if line.startswith("# workers"):
+            section = "workers"
+        elif line.startswith("#"):
+            section = None if not line.startswith("#<PID>") else section
+        elif section == "workers" and line.strip():
+            workers.append(int(line.split()[0]))
+    return int(m.group(1)), int(m.group(2)), int(m.group(3)), workers
+
+
+def log_tail(path, lines=25):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log at %s)" % path
+
+
+def wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    return None
+
+
+def start(module, p):
+    """Start a master-worker haproxy detached from Ansible; return its show proc."""
+    for path in (p["master_socket"], p["pid_file"], p["log_file"]):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    if p["state_file"] and not os.path.exists(p["state_file"]):
+        open(p["state_file"], "a").close()
+    if os.path.exists(p["master_socket"]):
+        os.unlink(p["master_socket"])  # stale: nothing answered on it
+    cmd = [p["binary"], "-W", "-S", p["master_socket"] + ",mode,600", "-f", p["config"],
+           "-p", p["pid_file"]]
+    with open(p["log_file"], "ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True)
+
+    def up():
+        if proc.poll() is not None:
+            return "exited"
+        state = show_proc(p["master_socket"])
+        return state if state and state[3] else None
+
+    state = wait_for(up, p["timeout"])
+    if state is None or state == "exited":
+        if state is None:
+            proc.kill()
+        module.fail_json(msg="haproxy did not start (%s)" % " ".join(cmd),
+                         log=log_tail(p["log_file"]))
+    return state
+
+
+def save_server_state(p):
+    """Write show servers state to the state file (atomically) for the next workers."""
+    if not (p["admin_socket"] and p["state_file"]):
+        return
+    out = master_cli(p["admin_socket"], "show servers state")
+    if not out or not out.startswith("1\n"):
+        return  # no answer, or not the version-1 state format: start from defaults
+    tmp = p["state_file"] + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(out)
+    os.replace(tmp, p["state_file"])
+
+
+def reload(module, p, before):
+    save_server_state(p)
+    if p["manager"] == "systemd":
+        rc, out, err = module.run_command(["systemctl", "reload", p["service"]])
+        if rc != 0:
+            module.fail_json(msg="systemctl reload %s failed: %s" % (p["service"], err or out))
+    elif master_cli(p["master_socket"], "reload") is None:
+        module.fail_json(msg="the master socket %s did not take the reload" % p["master_socket"])
+
+    def settled():
+        state = show_proc(p["master_socket"])
+        if state and state[1] > before[1] and state[3]:
+            return state
+        return None
+
+    state = wait_for(settled, p["timeout"])
+    if state is None:
+        module.fail_json(msg="haproxy did not finish reloading within %ss" % p["timeout"],
+                         log=log_tail(p["log_file"]))
+    if state[2] > before[2]:
+        module.fail_json(msg="haproxy rejected the new configuration (failed reloads: %d); "
+                         "the previous workers keep serving" % state[2],
+                         log=log_tail(p["log_file"]))
+    return state
+
+
+def stop(p, state):
+    try:
+        os.kill(state[0], signal.SIGUSR1)  # soft stop: finish what is in flight
+    except ProcessLookupError:
+        return
+    wait_for(lambda: show_proc(p["master_socket"]) is None, p["timeout"])
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", default="started", choices=["started", "reloaded",
+                                                                "stopped"]),
+            manager=dict(type="str", default="process", choices=["process", "systemd"]),
+            service=dict(type="str", default="haproxy"),
+            binary=dict(type="path", default="/usr/sbin/haproxy"),
+            config=dict(type="path", required=True),
+            master_socket=dict(type="path", required=True),
+            pid_file=dict(type="path", required=True),
+            log_file=dict(type="path", required=True),
+            admin_socket=dict(type="path"),
+            state_file=dict(type="path"),
+            timeout=dict(type="int", default=30),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    state = show_proc(p["master_socket"])
+    changed = False
+    if p["state"] == "stopped":
+        if state is not None:
+            changed = True
+            if not module.check_mode:
+                stop(p, state)
+        module.exit_json(changed=changed, workers=[], reloads=0)
+    if state is None:
+        if p["manager"] == "systemd":
+            module.fail_json(msg="haproxy (systemd unit %s) is not answering on %s"
+                             % (p["service"], p["master_socket"]))
+        changed = True
+        if module.check_mode:
+            module.exit_json(changed=True, workers=[], reloads=0)
+        state = start(module, p)
+    elif p["state"] == "reloaded":
+        changed = True
+        if module.check_mode:
+            module.exit_json(changed=True, workers=state[3], reloads=state[1])
+        state = reload(module, p, state)
+    module.exit_json(changed=changed, workers=state[3], reloads=state[1], master=state[0])
+
+
+if __name__ == "__main__":
+    main()
