@@ -87,7 +87,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
         if self.sni is not None:
             super().finish()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:

@@ -7,8 +7,8 @@ Data flows one way: inventory (host vars) -> :class:`Fleet` -> rendered haproxy.
 
 from georelay_model.errors import InventoryError, Problem
 from georelay_model.fleet import Fleet, Proxy, Region, Service
-from georelay_model.load import fleet_from_hostvars
 from georelay_model.inventory import load_inventory
+from georelay_model.load import fleet_from_hostvars
 
 __all__ = [
     "Fleet",

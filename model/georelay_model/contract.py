@@ -57,10 +57,10 @@ VARS: tuple[Var, ...] = (
         "direct mode: {region: {hostname: {domain_name, hosted_zone_id}}}"),
 )
 
-# Tunables of roles/georelay_haproxy (defaults in its defaults/main.yml, types in its
+# Tunables of roles/haproxy (defaults in its defaults/main.yml, types in its
 # meta/argument_specs.yml). Listed so a misspelt one is caught, not silently ignored.
 ROLE_TUNABLES: tuple[str, ...] = (
-    "georelay_templates_dir", "haproxy_binary", "haproxy_package", "haproxy_user",
+    "haproxy_templates_dir", "haproxy_binary", "haproxy_package", "haproxy_user",
     "haproxy_group", "haproxy_nbthread", "haproxy_log_level", "haproxy_hard_stop_after",
     "haproxy_close_spread_time", "haproxy_timeout_connect", "haproxy_timeout_client",
     "haproxy_timeout_server", "haproxy_timeout_http_request",

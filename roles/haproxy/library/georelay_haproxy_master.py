@@ -129,7 +129,7 @@ def log_tail(path, lines=25):
             fh.seek(max(0, fh.tell() - 8192))
             return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
     except OSError:
-        return "(no log at %s)" % path
+        return f"(no log at {path})"
 
 
 def wait_for(predicate, timeout):
@@ -166,7 +166,7 @@ def start(module, p):
     if state is None or state == "exited":
         if state is None:
             proc.kill()
-        module.fail_json(msg="haproxy did not start (%s)" % " ".join(cmd),
+        module.fail_json(msg=f"haproxy did not start ({' '.join(cmd)})",
                          log=log_tail(p["log_file"]))
     return state
 
@@ -189,23 +189,23 @@ def reload(module, p, before):
     if p["manager"] == "systemd":
         rc, out, err = module.run_command(["systemctl", "reload", p["service"]])
         if rc != 0:
-            module.fail_json(msg="systemctl reload %s failed: %s" % (p["service"], err or out))
+            module.fail_json(msg=f"systemctl reload {p['service']} failed: {err or out}")
     elif master_cli(p["master_socket"], "reload") is None:
-        module.fail_json(msg="the master socket %s did not take the reload" % p["master_socket"])
+        module.fail_json(msg=f"the master socket {p['master_socket']} did not take the reload")
 
     def settled():
         state = show_proc(p["master_socket"])
-        if state and state[1] > before[1] and state[3]:
+        if state and state[1] > before[1] and (state[3] or state[2] > before[2]):
             return state
         return None
 
     state = wait_for(settled, p["timeout"])
     if state is None:
-        module.fail_json(msg="haproxy did not finish reloading within %ss" % p["timeout"],
+        module.fail_json(msg=f"haproxy did not finish reloading within {p['timeout']}s",
                          log=log_tail(p["log_file"]))
     if state[2] > before[2]:
-        module.fail_json(msg="haproxy rejected the new configuration (failed reloads: %d); "
-                         "the previous workers keep serving" % state[2],
+        module.fail_json(msg=f"haproxy rejected the new configuration (failed reloads: "
+                         f"{state[2]}); the previous workers keep serving",
                          log=log_tail(p["log_file"]))
     return state
 
@@ -247,8 +247,8 @@ def main():
         module.exit_json(changed=changed, workers=[], reloads=0)
     if state is None:
         if p["manager"] == "systemd":
-            module.fail_json(msg="haproxy (systemd unit %s) is not answering on %s"
-                             % (p["service"], p["master_socket"]))
+            module.fail_json(msg=f"haproxy (systemd unit {p['service']}) is not answering "
+                             f"on {p['master_socket']}")
         changed = True
         if module.check_mode:
             module.exit_json(changed=True, workers=[], reloads=0)

@@ -1,0 +1,52 @@
+# georelay: `make demo` runs the demo fleet on this machine, `make test` runs every test.
+# Both set everything up first (Debian packages, a virtualenv with the Python deps).
+
+PY ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+INVENTORY ?= inventories/demo
+LAB ?= .lab
+DEBS := haproxy curl ca-certificates
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup system demo demo-down lint test clean
+
+setup: system $(VENV)/.installed
+
+system:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(PY) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml agent/pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e . -e ./agent -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/georelay-lab up -i $(INVENTORY) --lab-dir $(LAB)
+	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	@echo; echo "== A request through every proxy, as the regional gateway received it =="
+	$(BIN)/georelay-lab show -i $(INVENTORY) --lab-dir $(LAB)
+	@echo; echo "Try it:  curl --cacert $(LAB)/certs/lab-ca.pem --resolve fast.example.com:443:127.0.1.1 https://fast.example.com/hello"
+	@echo "Stop it: make demo-down"
+
+demo-down:
+	@if [ -x $(BIN)/georelay-lab ]; then $(BIN)/georelay-lab down --lab-dir $(LAB); fi
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint --profile production
+
+test: setup lint
+	$(BIN)/pytest
+
+clean: demo-down
+	rm -rf $(LAB)

@@ -1,0 +1,206 @@
+"""Carry out a plan, in the only order that never leaves a record pointing at nothing.
+
+1. create health checks (deterministic CallerReference; a new generation if Route53 says
+   the reference was used), tag them, and update changed ones in place (HealthCheckVersion);
+2. change records in batches within Route53's limits: leaves before aliases, then alias
+   deletes before leaf deletes;
+3. wait until every change is INSYNC (bounded);
+4. only then delete health checks no record references any more.
+
+Interrupted anywhere, a re-run plans the rest: created checks are found by their
+CallerReference, records already written compare equal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from georelay_dns.plan import NEW, Plan, RecordChange
+from georelay_dns.route53_read import Sleep, call, error_code, rrset_from_record
+
+MAX_RRS = 1000  # ResourceRecord elements per ChangeResourceRecordSets (UPSERT counts twice)
+MAX_CHARS = 32000  # characters of Value elements per request (UPSERT counts twice)
+MAX_GENERATIONS = 50
+Progress = Callable[[str], None]
+
+
+class ApplyError(RuntimeError):
+    """Route53 refused a step; what was done before it stays done (re-run to converge)."""
+
+
+@dataclass
+class Result:
+    created: dict[str, str] = field(default_factory=dict)  # health check key -> id
+    updated: list[str] = field(default_factory=list)
+    batches: int = 0
+    changes: list[str] = field(default_factory=list)  # change ids
+    deleted: list[str] = field(default_factory=list)
+
+
+def change_size(change: dict[str, Any]) -> tuple[int, int]:
+    """(ResourceRecord elements, value characters) as Route53 counts them for limits."""
+    rr = change["ResourceRecordSet"]
+    if "AliasTarget" in rr:
+        n, chars = 1, len(rr["AliasTarget"]["DNSName"])
+    else:
+        values = [v["Value"] for v in rr.get("ResourceRecords", [])]
+        n, chars = len(values), sum(len(v) for v in values)
+    factor = 2 if change["Action"] == "UPSERT" else 1
+    return n * factor, chars * factor
+
+
+def split_batches(changes: list[dict[str, Any]], max_rrs: int = MAX_RRS,
+                  max_chars: int = MAX_CHARS) -> list[list[dict[str, Any]]]:
+    """Pack changes, in order, into as few requests as the limits allow."""
+    batches: list[list[dict[str, Any]]] = []
+    cur: list[dict[str, Any]] = []
+    rrs = chars = 0
+    for ch in changes:
+        n, c = change_size(ch)
+        if n > max_rrs or c > max_chars:
+            raise ApplyError(f"{ch['ResourceRecordSet']['Name']} alone exceeds Route53's "
+                             "per-request limits")
+        if cur and (rrs + n > max_rrs or chars + c > max_chars):
+            batches.append(cur)
+            cur, rrs, chars = [], 0, 0
+        cur.append(ch)
+        rrs += n
+        chars += c
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def record_changes(plan: Plan, ids: dict[str, str]) -> list[dict[str, Any]]:
+    """Route53 Change elements in plan order, new health check ids filled in."""
+    out = []
+    for c in plan.records:
+        if c.action == "DELETE":
+            rr = plan.raw_deletes[c.record.key]  # exactly as read: DELETE must match
+        else:
+            rr = rrset_from_record(c.record)
+            hc = rr.get("HealthCheckId", "")
+            if hc.startswith(NEW):
+                rr["HealthCheckId"] = ids[hc.removeprefix(NEW)]
+        out.append({"Action": c.action, "ResourceRecordSet": rr})
+    return out
+
+
+def _describe(c: RecordChange) -> str:
+    return f"{c.action} {c.record.name} {c.record.type} {c.record.set_id}"
+
+
+def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
+               sleep: Sleep = time.sleep, wait_timeout: float = 600.0,
+               max_rrs: int = MAX_RRS, max_chars: int = MAX_CHARS) -> Result:
+    res = Result()
+    ids: dict[str, str] = {}
+    total = len(plan.hc_creates)
+    for i, hc in enumerate(plan.hc_creates, 1):
+        ids[hc.check.key] = _create_health_check(client, plan, hc.check, hc.generation, sleep)
+        res.created[hc.check.key] = ids[hc.check.key]
+        if i == total or i % 25 == 0:
+            progress(f"health checks created: {i}/{total}")
+    for u in plan.hc_updates:
+        kwargs: dict[str, Any] = {"HealthCheckId": u.id, "HealthCheckVersion": u.version,
+                                  **u.changes}
+        if u.reset:
+            kwargs["ResetElements"] = list(u.reset)
+        try:
+            call(client, "update_health_check", sleep=sleep, **kwargs)
+        except ClientError as e:
+            if error_code(e) == "HealthCheckVersionMismatch":
+                raise ApplyError(f"health check {u.id} changed since the plan was made: "
+                                 "plan again") from e
+            raise
+        res.updated.append(u.id)
+    if plan.hc_updates:
+        progress(f"health checks updated: {len(plan.hc_updates)}")
+
+    batches = split_batches(record_changes(plan, ids), max_rrs, max_chars)
+    done = 0
+    for n, batch in enumerate(batches, 1):
+        try:
+            got = call(client, "change_resource_record_sets", sleep=sleep,
+                       HostedZoneId=plan.zone_id,
+                       ChangeBatch={"Comment": f"georelay-dns {plan.checksum[:19]} batch {n}/"
+                                               f"{len(batches)}", "Changes": batch})
+        except ClientError as e:
+            if error_code(e) == "InvalidChangeBatch":
+                msgs = e.response.get("Error", {}).get("Message", "")
+                first = _describe(plan.records[done])
+                raise ApplyError(f"Route53 refused record batch {n}/{len(batches)} (starting "
+                                 f"{first}): {msgs}. Health checks created so far are kept "
+                                 "and reused by the next apply.") from e
+            raise
+        done += len(batch)
+        res.batches += 1
+        res.changes.append(got["ChangeInfo"]["Id"])
+        progress(f"record batch {n}/{len(batches)}: {len(batch)} change(s) submitted")
+
+    if res.changes:
+        wait_insync(client, res.changes, sleep=sleep, timeout=wait_timeout, progress=progress)
+    for d in plan.hc_deletes:
+        try:
+            call(client, "delete_health_check", sleep=sleep, HealthCheckId=d.id)
+        except ClientError as e:
+            if error_code(e) == "NoSuchHealthCheck":
+                continue  # already gone: the goal is reached
+            if error_code(e) == "HealthCheckInUse":
+                raise ApplyError(f"health check {d.id} is still used by a record: "
+                                 "not deleted; plan again") from e
+            raise
+        res.deleted.append(d.id)
+    if plan.hc_deletes:
+        progress(f"health checks deleted: {len(res.deleted)}")
+    return res
+
+
+def _create_health_check(client: Any, plan: Plan, check: Any, generation: int,
+                         sleep: Sleep) -> str:
+    for gen in range(generation, generation + MAX_GENERATIONS):
+        ref = check.caller_reference(plan.owner, gen)
+        try:
+            got = call(client, "create_health_check", sleep=sleep, CallerReference=ref,
+                       HealthCheckConfig=check.config)
+        except ClientError as e:
+            if error_code(e) == "HealthCheckAlreadyExists":
+                continue  # reference used before (a deleted check): never reuse it
+            raise
+        hc_id = str(got["HealthCheck"]["Id"])
+        call(client, "change_tags_for_resource", sleep=sleep, ResourceType="healthcheck",
+             ResourceId=hc_id, AddTags=[
+                 {"Key": "Name", "Value": check.name_tag()[:256]},
+                 {"Key": "georelay:owner", "Value": plan.owner},
+                 {"Key": "georelay:key", "Value": check.key[:256]}])
+        return hc_id
+    raise ApplyError(f"no free CallerReference for {check.key} after {MAX_GENERATIONS} "
+                     "generations")
+
+
+def wait_insync(client: Any, change_ids: list[str], *, sleep: Sleep = time.sleep,
+                timeout: float = 600.0, progress: Progress = lambda _: None,
+                clock: Callable[[], float] = time.monotonic) -> None:
+    """Poll GetChange until every change is INSYNC, backing off 2 s -> 15 s; bounded."""
+    start = clock()
+    pending = list(dict.fromkeys(change_ids))
+    delay = 2.0
+    while pending:
+        pending = [c for c in pending
+                   if call(client, "get_change", sleep=sleep, Id=c)["ChangeInfo"]["Status"]
+                   != "INSYNC"]
+        if not pending:
+            break
+        if clock() - start > timeout:
+            raise ApplyError(f"{len(pending)} change(s) not INSYNC after {timeout:.0f}s "
+                             f"({', '.join(pending[:3])}): unused health checks were not "
+                             "deleted; re-run apply once Route53 has caught up")
+        progress(f"waiting for {len(pending)} change(s) to be INSYNC")
+        sleep(delay)
+        delay = min(delay * 1.5, 15.0)
+    progress("all changes INSYNC")

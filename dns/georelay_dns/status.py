@@ -1,0 +1,87 @@
+"""The live tree: georelay's records, each health check's status, and what users get now."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from typing import Any
+
+from georelay_dns.plan import meta_from_set_id
+from georelay_dns.route53_read import Live, Sleep, call
+from georelay_dns.simulate import Evaluator
+from georelay_dns.tree import Record, owner_prefix
+
+# Route53 deems an endpoint healthy when more than 18% of its checkers report it healthy.
+HEALTHY_SHARE = 0.18
+
+
+def checker_verdict(observations: list[dict[str, Any]]) -> tuple[bool, int, int]:
+    ok = sum(1 for o in observations
+             if str(o.get("StatusReport", {}).get("Status", "")).startswith("Success"))
+    total = len(observations)
+    return (total > 0 and ok / total > HEALTHY_SHARE), ok, total
+
+
+def owned_records(live: Live, owner: str) -> list[Record]:
+    """georelay's records, with service/region/proxy recovered from SetIdentifiers."""
+    mine = [r for r in live.records if r.set_id.startswith(owner_prefix(owner))]
+    site_of = {r.alias.dns_name: r.region for r in mine if r.alias and r.region}
+    out = []
+    for r in mine:
+        service, site, proxy = meta_from_set_id(r, {})
+        out.append(dataclasses.replace(r, service=service, site=site or site_of.get(r.name, ""),
+                                       proxy=proxy))
+    return out
+
+
+def live_status(client: Any, live: Live, owner: str,
+                sleep: Sleep = time.sleep) -> dict[str, Any]:
+    records = owned_records(live, owner)
+    health: dict[str, bool] = {}
+    checks: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.health_check and r.health_check not in checks:
+            got = call(client, "get_health_check_status", sleep=sleep,
+                       HealthCheckId=r.health_check)
+            ok, good, total = checker_verdict(got.get("HealthCheckObservations", []))
+            health[r.health_check] = ok
+            checks[r.health_check] = {"healthy": ok, "checkers_ok": good, "checkers": total}
+    ev = Evaluator(records, live.zone_id, health)
+    services: dict[str, Any] = defaultdict(lambda: {"regions": {}, "answers": {}})
+    for r in records:
+        if r.region:
+            services[r.service]["regions"].setdefault(r.region, [])
+    for r in records:
+        if r.weight is not None:
+            services[r.service]["regions"].setdefault(r.site, []).append({
+                "proxy": r.proxy, "name": r.name, "value": ", ".join(r.values),
+                "weight": r.weight, "health_check": r.health_check,
+                **checks.get(r.health_check or "", {})})
+    for service, data in services.items():
+        for origin in sorted(data["regions"]):
+            outcome = ev.resolve(service, origin)
+            data["answers"][origin] = {
+                "answers": [{"region": a.region, "proxy": a.target, "value": a.value,
+                             "share": float(a.share)} for a in outcome.answers],
+                "notes": outcome.notes}
+    return {"zone_id": live.zone_id, "services": dict(services)}
+
+
+def render_status(st: dict[str, Any]) -> str:
+    lines = [f"zone {st['zone_id']}"]
+    for service, data in sorted(st["services"].items()):
+        lines.append(f"{service}:")
+        for region, proxies in sorted(data["regions"].items()):
+            lines.append(f"  {region}:")
+            for p in proxies:
+                state = "healthy" if p.get("healthy") else "UNHEALTHY"
+                lines.append(f"    {p['proxy']:<16} {p['value']:<20} weight {p['weight']:<3} "
+                             f"{state} ({p.get('checkers_ok', 0)}/{p.get('checkers', 0)} "
+                             f"checkers) hc {p['health_check']}")
+        for origin, ans in sorted(data["answers"].items()):
+            got = ", ".join(f"{a['proxy']}@{a['region']} {a['share']:.0%}"
+                            for a in ans["answers"])
+            lines.append(f"  users near {origin} get: {got}")
+            lines += [f"    note: {n}" for n in ans["notes"]]
+    return "\n".join(lines)

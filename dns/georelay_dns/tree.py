@@ -1,0 +1,258 @@
+"""The desired Route53 tree: records and health checks that the inventory calls for.
+
+Per service hostname H and region R (proxy mode):
+
+* ``H`` latency record, ``Region=R``, ALIAS to ``regional(H, R)`` with EvaluateTargetHealth;
+* ``regional(H, R)`` one weighted record per proxy (A/AAAA to public_ip or CNAME to
+  public_dns), weight ``dns_weight``, one TTL, the proxy's health check;
+* one HTTPS health check per (H, proxy): the proxy's address and port, SNI = H.
+
+Direct mode: ``H`` latency ALIAS per region straight to the API Gateway regional domain.
+
+:func:`check_tree` refuses trees Route53 would accept but that cannot fail over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from georelay_model import Proxy, Service
+
+from georelay_dns.settings import DnsSettings, Inputs
+
+SELF_ZONE = "SELF"  # alias target zone placeholder until the hosted zone id is known
+SET_ID_MAX = 128
+IMMUTABLE = ("Type", "RequestInterval", "MeasureLatency")
+
+
+def immutable_part(config: dict[str, Any]) -> list[Any]:
+    """What UpdateHealthCheck cannot change: a difference here means a new health check.
+
+    Type, RequestInterval and MeasureLatency are immutable in Route53; an IP-addressed check
+    cannot be turned into a name-addressed one either (IPAddress cannot be reset).
+    """
+    return [config.get(k, False if k == "MeasureLatency" else None) for k in IMMUTABLE] + [
+        bool(config.get("IPAddress"))]
+
+
+def norm_name(name: str) -> str:
+    """Route53 returns 'fast.example.com.' (and octal escapes); we compare lowercase, no dot."""
+    return name.replace("\\052", "*").rstrip(".").lower()
+
+
+def short_hash(text: str, n: int = 12) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class Alias:
+    zone_id: str
+    dns_name: str
+    evaluate: bool
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Route53 resource record set with a routing policy (every georelay record has one)."""
+
+    name: str
+    type: str
+    set_id: str
+    weight: int | None = None
+    region: str | None = None  # latency region
+    ttl: int | None = None
+    values: tuple[str, ...] = ()
+    alias: Alias | None = None
+    health_check: str | None = None  # desired: a health check key; live: its id
+    # What the record is for (grouping and messages only).
+    service: str = field(default="", compare=False)
+    site: str = field(default="", compare=False)  # the region the record serves
+    proxy: str | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, self.type, self.set_id)
+
+    @property
+    def kind(self) -> str:
+        return "latency" if self.region else "weighted" if self.weight is not None else "other"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A desired health check: key names it across runs, config is Route53's HealthCheckConfig."""
+
+    key: str  # "<hostname>/<proxy>"
+    service: str
+    region: str
+    proxy: str
+    config_json: str  # canonical JSON of HealthCheckConfig (hashable, comparable)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.config_json)
+        return result
+
+    @property
+    def immutable_hash(self) -> str:
+        return short_hash(json.dumps(immutable_part(self.config)), 8)
+
+    def caller_reference(self, owner: str, generation: int) -> str:
+        """Deterministic (same check, same generation -> same reference: a retried create is
+        idempotent) and never reused (a new generation when Route53 says it was used)."""
+        return f"grl:{owner}:{short_hash(self.key)}:{self.immutable_hash}:{generation}"
+
+    def name_tag(self) -> str:
+        return f"georelay {self.service} {self.region} {self.proxy}"
+
+
+@dataclass
+class Tree:
+    zone: str
+    zone_id: str
+    records: list[Record]
+    health_checks: list[HealthCheck]
+    warnings: list[str] = field(default_factory=list)
+
+    def health_check(self, key: str) -> HealthCheck:
+        for hc in self.health_checks:
+            if hc.key == key:
+                return hc
+        raise KeyError(key)
+
+
+def owner_prefix(owner: str) -> str:
+    return f"{owner}:"
+
+
+def set_id(owner: str, *parts: str) -> str:
+    """A zone-unique SetIdentifier that starts with the owner marker."""
+    sid = owner_prefix(owner) + ":".join(parts)
+    if len(sid) > SET_ID_MAX:
+        sid = sid[:SET_ID_MAX - 13] + "~" + short_hash(sid)
+    return sid
+
+
+def leaf_type(proxy: Proxy) -> str:
+    if proxy.public_ip:
+        return "AAAA" if ipaddress.ip_address(proxy.public_ip).version == 6 else "A"
+    return "CNAME"
+
+
+def health_config(service: Service, proxy: Proxy, s: DnsSettings) -> dict[str, Any]:
+    h = s.health
+    cfg: dict[str, Any] = {
+        "Type": "HTTPS_STR_MATCH" if h.search else "HTTPS",
+        "Port": proxy.https_port,
+        "ResourcePath": h.path,
+        "RequestInterval": h.interval,
+        "FailureThreshold": h.threshold,
+        "MeasureLatency": False,
+        "Inverted": False,
+        "Disabled": False,
+        "EnableSNI": True,
+    }
+    if proxy.public_ip:
+        cfg["IPAddress"] = proxy.public_ip
+        cfg["FullyQualifiedDomainName"] = service.hostname  # Host header and SNI
+    else:  # Route53 resolves the proxy's name; Host/SNI are that name (docs/DNS.md)
+        cfg["FullyQualifiedDomainName"] = proxy.public_dns
+    if h.search:
+        cfg["SearchString"] = h.search
+    if h.regions:
+        cfg["Regions"] = list(h.regions)
+    return cfg
+
+
+def build_tree(inputs: Inputs, zone_id: str = SELF_ZONE) -> Tree:
+    fleet, s = inputs.fleet, inputs.settings
+    tree = Tree(zone=fleet.zone, zone_id=zone_id, records=[], health_checks=[])
+    for svc in fleet.services:
+        for region in fleet.regions:
+            if s.mode == "direct":
+                target = s.direct[(region.name, svc.hostname)]
+                tree.records.append(Record(
+                    svc.hostname, "A", set_id(s.owner, "lat", svc.hostname, region.name),
+                    region=region.name, alias=Alias(target.hosted_zone_id,
+                                                    norm_name(target.domain_name), True),
+                    service=svc.hostname, site=region.name))
+                continue
+            regional = s.regional(svc.hostname, region.name)
+            types = {leaf_type(p) for p in region.proxies}
+            for proxy in region.proxies:
+                hc = HealthCheck(f"{svc.hostname}/{proxy.name}", svc.hostname, region.name,
+                                 proxy.name, json.dumps(health_config(svc, proxy, s),
+                                                        sort_keys=True))
+                tree.health_checks.append(hc)
+                value = proxy.public_ip or norm_name(proxy.public_dns or "")
+                if proxy.public_ip and ":" in value:
+                    value = ipaddress.ip_address(value).compressed
+                tree.records.append(Record(
+                    regional, leaf_type(proxy), set_id(s.owner, "w", svc.hostname, proxy.name),
+                    weight=proxy.dns_weight, ttl=s.ttl, values=(value,), health_check=hc.key,
+                    service=svc.hostname, site=region.name, proxy=proxy.name))
+            for rtype in sorted(types) or ["A"]:
+                tree.records.append(Record(
+                    svc.hostname, rtype, set_id(s.owner, "lat", svc.hostname, region.name),
+                    region=region.name, alias=Alias(zone_id, regional, True),
+                    service=svc.hostname, site=region.name))
+            if len(region.proxies) == 1:
+                tree.warnings.append(f"{region.name} has a single proxy "
+                                     f"({region.proxies[0].name}): when it fails, users near "
+                                     f"{region.name} fail over to another region")
+    problems = check_tree(tree)
+    if problems:
+        raise TreeError(problems)
+    return tree
+
+
+class TreeError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("refusing a tree that cannot fail over:\n" +
+                         "\n".join(f"  - {p}" for p in problems))
+
+
+def check_tree(tree: Tree) -> list[str]:
+    """What makes a tree unable to fail over (Route53 itself would accept all of these)."""
+    out: list[str] = []
+    sets: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in tree.records:
+        sets[(r.name, r.type)].append(r)
+    types_at: dict[str, set[str]] = defaultdict(set)
+    for r in tree.records:
+        types_at[r.name].add(r.type)
+        if r.kind == "weighted" and not r.health_check:
+            out.append(f"weighted record {r.name} {r.type} {r.set_id} has no health check: "
+                       "Route53 would keep handing out a dead proxy")
+        if r.kind == "latency" and (r.alias is None or not r.alias.evaluate):
+            out.append(f"latency record {r.name} {r.type} {r.region} is not an ALIAS with "
+                       "EvaluateTargetHealth: its region could never be failed away from")
+    for name, types in sorted(types_at.items()):
+        if "CNAME" in types and len(types) > 1:
+            out.append(f"{name} mixes CNAME with {', '.join(sorted(types - {'CNAME'}))}: give "
+                       "every proxy the same kind of address (all public_ip or all public_dns)")
+    latency_types = {r.type for r in tree.records if r.kind == "latency"}
+    if len(latency_types) > 1:
+        out.append(f"the latency records mix {', '.join(sorted(latency_types))}: a query for "
+                   "one type could not fail over to regions holding only the other; give every "
+                   "proxy the same kind of address")
+    for (name, rtype), records in sorted(sets.items()):
+        ttls = {r.ttl for r in records if r.alias is None}
+        if len(ttls) > 1:
+            out.append(f"{name} {rtype} has mixed TTLs {sorted(t or 0 for t in ttls)}: use one")
+        regions = [r.region for r in records if r.region]
+        for region in sorted({x for x in regions if regions.count(x) > 1}):
+            out.append(f"{name} {rtype} has two latency records for {region}")
+        for r in records:
+            if r.kind == "latency" and r.alias and r.alias.zone_id == tree.zone_id and \
+                    (r.alias.dns_name, rtype) not in sets:
+                out.append(f"latency record {name} {rtype} for {r.region} points at "
+                           f"{r.alias.dns_name}, which has no records (a region with no "
+                           "proxies)")
+    return out

@@ -1,0 +1,210 @@
+"""Test fleets: a real inventory, real stand-in gateways, real ansible-playbook and haproxy.
+
+Every fleet lives in its own temporary directory and on its own loopback /24
+(127.0.<net>.0), so tests never collide with each other or with a running `make demo`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import itertools
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from georelay_lab import client
+from georelay_lab.fleet_lab import FleetLab
+from georelay_lab.fleet_lab import down as lab_down
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+_nets = itertools.count(60 + os.getpid() % 40)
+
+SERVICES = [
+    {"hostname": "fast.example.com", "apigw_domain": "{region}-fast.example.com",
+     "health_path": "/ping"},
+    {"hostname": "api.example.com", "apigw_domain": "{region}-api.example.com",
+     "health_path": "/ping"},
+]
+
+
+def run(cmd: list[str], *, timeout: float = 300, check: bool = False,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+                "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+                "ANSIBLE_FORCE_COLOR": "0", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=full_env, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counters per host, e.g. {'p1': {'ok': 11, 'changed': 0, ...}}."""
+    out: dict[str, dict[str, int]] = {}
+    for m in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", output, re.M):
+        out[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return out
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def unix_cli(path: Path, command: str, timeout: float = 3.0) -> str:
+    """One command on an HAProxy CLI socket (master or stats), its whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(command.encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := sock.recv(65536):
+            chunks.append(data)
+    return b"".join(chunks).decode()
+
+
+@dataclass
+class LabFleet:
+    """A georelay fleet on loopback: inventory, lab CA, gateways, deployed proxies."""
+
+    base: Path
+    regions: dict[str, list[str]] = field(default_factory=lambda: {"us-east-1": ["p1"]})
+    services: list[dict[str, Any]] = field(default_factory=lambda: [dict(SERVICES[0])])
+    all_vars: dict[str, Any] = field(default_factory=dict)
+    https_port: int = 8443
+    http_port: int = 8080
+    net: int = field(default_factory=lambda: next(_nets))
+
+    @property
+    def inventory(self) -> Path:
+        return self.base / "inventory"
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.base / "lab"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.lab_dir / "certs" / "lab-ca.pem")
+
+    def proxy_names(self) -> list[str]:
+        return [p for ps in self.regions.values() for p in ps]
+
+    def region_of(self, proxy: str) -> str:
+        return next(r for r, ps in self.regions.items() if proxy in ps)
+
+    def address(self, proxy: str) -> str:
+        return f"127.0.{self.net}.{self.proxy_names().index(proxy) + 1}"
+
+    def gateway(self, region: str) -> tuple[str, int]:
+        return f"127.0.{self.net}.{101 + list(self.regions).index(region)}", 9443
+
+    def root(self, proxy: str) -> Path:
+        return self.lab_dir / "proxies" / proxy
+
+    def config(self, proxy: str) -> Path:
+        return self.root(proxy) / "etc/haproxy/haproxy.cfg"
+
+    def master_socket(self, proxy: str) -> Path:
+        return self.root(proxy) / "run/haproxy-master.sock"
+
+    def admin_socket(self, proxy: str) -> Path:
+        return self.root(proxy) / "run/haproxy/admin.sock"
+
+    def log(self, proxy: str) -> str:
+        path = self.root(proxy) / "var/log/haproxy/haproxy.log"
+        return path.read_text() if path.exists() else ""
+
+    def write(self, **all_vars: Any) -> None:
+        """(Re)write the inventory; keyword arguments override fleet-wide variables."""
+        children: dict[str, Any] = {}
+        for region, proxies in self.regions.items():
+            ip, port = self.gateway(region)
+            children[region.replace("-", "_")] = {
+                "vars": {"aws_region": region, "georelay_apigw_address": f"{ip}:{port}"},
+                "hosts": {p: {"public_ip": self.address(p),
+                              "haproxy_bind_address": self.address(p),
+                              "georelay_root": str(self.root(p))} for p in proxies},
+            }
+        group_vars = {
+            "georelay_zone": "example.com",
+            "georelay_services": self.services,
+            "georelay_tls_pem": str(self.lab_dir / "certs/public.pem"),
+            "georelay_backend_ca": self.ca_file,
+            "ansible_connection": "local",
+            "ansible_become": False,
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            "georelay_service_manager": "process",
+            "haproxy_https_port": self.https_port,
+            "haproxy_http_port": self.http_port,
+            "haproxy_check_interval": "500ms",
+            **self.all_vars,
+            **all_vars,
+        }
+        (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
+        (self.inventory / "hosts.yml").write_text(
+            yaml.safe_dump({"all": {"children": children}}, sort_keys=False))
+        (self.inventory / "group_vars/all.yml").write_text(
+            yaml.safe_dump(group_vars, sort_keys=False))
+
+    def lab(self) -> FleetLab:
+        return FleetLab.from_inventory(str(self.inventory), self.lab_dir)
+
+    def up(self) -> None:
+        """Write the inventory, make the certificates, start the gateways."""
+        self.write()
+        self.lab().up()
+
+    def play(self, *args: str, playbook: str = "playbooks/proxies.yml",
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), playbook, *args],
+                   timeout=timeout)
+
+    def deploy(self) -> subprocess.CompletedProcess[str]:
+        proc = self.play()
+        assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+        return proc
+
+    def fetch(self, proxy: str, hostname: str, path: str = "/anything",
+              **kw: Any) -> client.Reply:
+        return client.fetch(self.address(proxy), self.https_port, hostname, path,
+                            ca_file=self.ca_file, **kw)
+
+    def connection(self, proxy: str, hostname: str) -> http.client.HTTPSConnection:
+        return client.PinnedHTTPSConnection(self.address(proxy), self.https_port, hostname,
+                                            client.context(self.ca_file))
+
+    def show_proc(self, proxy: str) -> str:
+        return unix_cli(self.master_socket(proxy), "show proc")
+
+    def reloads(self, proxy: str) -> int:
+        m = re.search(r"master\s+(\d+)\s+\[failed:\s*(\d+)\]", self.show_proc(proxy))
+        assert m, self.show_proc(proxy)
+        return int(m.group(1))
+
+    def wait_healthy(self, proxy: str, timeout: float = 10.0) -> None:
+        """Until every gateway server of the proxy is UP (checks passed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stat = unix_cli(self.admin_socket(proxy), "show stat")
+            rows = [line.split(",") for line in stat.splitlines() if line.startswith("be_")]
+            servers = [r for r in rows if r[1] != "BACKEND"]
+            if servers and all(r[17] == "UP" for r in servers):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")
+
+    def down(self) -> None:
+        lab_down(self.lab_dir)
