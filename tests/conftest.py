@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_region_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
+def short_dir() -> Iterator[Path]:
+    """A short base directory: HAProxy's unix socket paths are limited to 97 characters."""
+    path = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_region_fleet(short_dir: Path) -> Iterator[LabFleet]:
     """The demo's shape: 2 regions x 2 proxies, 2 services, deployed once per module."""
-    fleet = LabFleet(tmp_path_factory.mktemp("fleet"),
+    fleet = LabFleet(short_dir / "two",
                      regions={"us-east-1": ["e1", "e2"], "us-west-2": ["w1", "w2"]},
                      services=[dict(s) for s in SERVICES], https_port=443, http_port=80)
     try:
@@ -36,9 +45,10 @@ def two_region_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFl
 
 
 @pytest.fixture
-def one_proxy_fleet(tmp_path: Path) -> Iterator[LabFleet]:
+def one_proxy_fleet() -> Iterator[LabFleet]:
     """One region, one proxy, one service: for tests that change or break things."""
-    fleet = LabFleet(tmp_path)
+    base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
+    fleet = LabFleet(base)
     try:
         fleet.up()
         fleet.deploy()
@@ -46,3 +56,4 @@ def one_proxy_fleet(tmp_path: Path) -> Iterator[LabFleet]:
         yield fleet
     finally:
         fleet.down()
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,7 +15,8 @@ class Problem:
     fix: str  # what to do instead
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.field}: {self.message}. Fix: {self.fix}."
+        end = "" if self.fix.endswith(("?", ".", "!")) else "."
+        return f"{self.where}: {self.field}: {self.message}. Fix: {self.fix}{end}"
 
 
 class InventoryError(ValueError):

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
 from georelay_model.fleet import SYSTEM_CA_BUNDLE, Fleet, Proxy
 
+# HAProxy refuses unix socket paths longer than this (sun_path less its own suffixes).
+MAX_SOCKET_PATH = 97
+
 
 def proxy_paths(proxy: Proxy) -> dict[str, str]:
     """Every file and socket of one proxy, below its georelay_root (Debian's layout at /)."""
-    p = proxy.path
+    return paths_below(proxy.root)
+
+
+def socket_paths(root: str) -> list[str]:
+    paths = paths_below(root)
+    return [paths["admin_socket"], paths["user_socket"], paths["master_socket"]]
+
+
+def paths_below(root: str) -> dict[str, str]:
+    def p(rel: str) -> str:
+        return posixpath.join(root, rel)
+
     return {
         "conf_dir": p("etc/haproxy"),
         "config": p("etc/haproxy/haproxy.cfg"),

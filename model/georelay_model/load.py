@@ -15,6 +15,7 @@ from typing import Any
 
 from georelay_model.contract import KNOWN, SERVICE_KEYS
 from georelay_model.errors import InventoryError, Problem
+from georelay_model.facts import MAX_SOCKET_PATH, socket_paths
 from georelay_model.fleet import Endpoint, Fleet, Proxy, Region, Service
 
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
@@ -297,6 +298,12 @@ def _proxy(r: _Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
         r.problem(host, "georelay_root", f"{root!r} is not an absolute path",
                   "give an absolute directory such as / or /srv/georelay/lab1")
     root = posixpath.normpath(root)
+    longest = max(socket_paths(root), key=len)
+    if len(longest) > MAX_SOCKET_PATH:
+        r.problem(host, "georelay_root", f"{root!r} makes socket paths too long for HAProxy "
+                  f"({len(longest)} > {MAX_SOCKET_PATH} characters)",
+                  f"use a root of at most {MAX_SOCKET_PATH - len(longest) + len(root)} "
+                  "characters")
     if len(r.problems) > before:
         return None
     return Proxy(name=host, region=region, public_ip=public_ip, public_dns=public_dns,

@@ -1,0 +1,209 @@
+"""Route53 behaviour moto does not model, with botocore's Stubber standing in for AWS.
+
+Stubbed here (and only here): HealthCheckAlreadyExists for a used CallerReference,
+InvalidChangeBatch, Throttling / PriorRequestNotComplete answers, changes that stay
+PENDING, HealthCheckVersionMismatch. The plans themselves are real: built from YAML
+inventories read through ansible-inventory.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from dns_support import fleet, write_inventory
+from georelay_dns.apply import ApplyError, apply_plan, change_size, split_batches, wait_insync
+from georelay_dns.plan import Plan, RecordChange, make_plan
+from georelay_dns.route53_read import Live, LiveHealthCheck, call
+from georelay_dns.settings import load_inputs
+from georelay_dns.tree import Record, Tree, build_tree
+from georelay_model import load_inventory
+
+ZONE = "Z0STUB"
+HC = {"Id": "hc-new", "CallerReference": "x", "HealthCheckVersion": 1,
+      "HealthCheckConfig": {"Type": "HTTPS"}}
+CHANGE = {"ChangeInfo": {"Id": "/change/C1", "Status": "PENDING",
+                         "SubmittedAt": "2024-01-01T00:00:00Z"}}
+INSYNC = {"ChangeInfo": {**CHANGE["ChangeInfo"], "Status": "INSYNC"}}
+
+
+@pytest.fixture(scope="module")
+def one_proxy_tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+    inv = write_inventory(tmp_path_factory.mktemp("inv"), fleet({"us-east-1": 1}),
+                          services=[{"hostname": "fast.example.com",
+                                     "apigw_domain": "{region}-fast.example.com"}])
+    return build_tree(load_inputs(load_inventory(inv)), ZONE)
+
+
+@pytest.fixture
+def client(monkeypatch: pytest.MonkeyPatch) -> Any:
+    for k, v in {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_ROUTE_53", raising=False)
+    return boto3.client("route53")
+
+
+def _plan(tree: Tree, checks: list[LiveHealthCheck] | None = None) -> Plan:
+    return make_plan(tree, Live(ZONE, [], {}, checks or []), "georelay")
+
+
+def _sleeps() -> tuple[list[float], Any]:
+    slept: list[float] = []
+    return slept, slept.append
+
+
+def test_used_caller_reference_moves_to_next_generation(one_proxy_tree: Tree,
+                                                         client: Any) -> None:
+    plan = _plan(one_proxy_tree)
+    check = plan.hc_creates[0].check
+    ref0, ref1 = check.caller_reference("georelay", 0), check.caller_reference("georelay", 1)
+    assert ref0 != ref1 and ref0.startswith("grl:georelay:") and len(ref1) <= 64
+    with Stubber(client) as stub:
+        stub.add_client_error("create_health_check", "HealthCheckAlreadyExists",
+                              expected_params={"CallerReference": ref0,
+                                               "HealthCheckConfig": check.config})
+        stub.add_response("create_health_check", {"HealthCheck": HC, "Location": "l"},
+                          {"CallerReference": ref1, "HealthCheckConfig": check.config})
+        stub.add_response("change_tags_for_resource", {}, {
+            "ResourceType": "healthcheck", "ResourceId": "hc-new", "AddTags": ANY})
+        stub.add_response("change_resource_record_sets", CHANGE)
+        stub.add_response("get_change", INSYNC, {"Id": "/change/C1"})
+        res = apply_plan(client, plan, sleep=lambda _: None)
+        stub.assert_no_pending_responses()
+    assert res.created == {check.key: "hc-new"}
+
+
+def test_invalid_change_batch_stops_before_deleting_health_checks(one_proxy_tree: Tree,
+                                                                  client: Any) -> None:
+    old = LiveHealthCheck("hc-old", "grl:georelay:000000000000:00000000:0", 1,
+                          {"Type": "HTTPS", "IPAddress": "192.0.2.1", "Port": 443})
+    plan = _plan(one_proxy_tree, [old])
+    assert [d.id for d in plan.hc_deletes] == ["hc-old"]
+    with Stubber(client) as stub:
+        stub.add_response("create_health_check", {"HealthCheck": HC, "Location": "l"})
+        stub.add_response("change_tags_for_resource", {})
+        stub.add_client_error("change_resource_record_sets", "InvalidChangeBatch",
+                              "RRSet with DNS name fast.example.com. is not permitted")
+        with pytest.raises(ApplyError, match=r"refused record batch 1/1.*not permitted"):
+            apply_plan(client, plan, sleep=lambda _: None)
+        stub.assert_no_pending_responses()  # and no DeleteHealthCheck was sent
+
+
+def test_throttling_and_prior_request_not_complete_are_retried(one_proxy_tree: Tree,
+                                                               client: Any) -> None:
+    plan = _plan(one_proxy_tree)
+    slept, sleep = _sleeps()
+    with Stubber(client) as stub:
+        stub.add_client_error("create_health_check", "Throttling", http_status_code=400)
+        stub.add_client_error("create_health_check", "PriorRequestNotComplete",
+                              http_status_code=400)
+        stub.add_response("create_health_check", {"HealthCheck": HC, "Location": "l"})
+        stub.add_client_error("change_tags_for_resource", "ThrottlingException",
+                              http_status_code=400)
+        stub.add_response("change_tags_for_resource", {})
+        stub.add_client_error("change_resource_record_sets", "PriorRequestNotComplete",
+                              http_status_code=400)
+        stub.add_response("change_resource_record_sets", CHANGE)
+        stub.add_response("get_change", CHANGE)
+        stub.add_response("get_change", INSYNC)
+        res = apply_plan(client, plan, sleep=sleep)
+        stub.assert_no_pending_responses()
+    assert res.batches == 1 and len(res.created) == 1
+    assert len(slept) == 5  # 4 retries + 1 INSYNC poll
+    assert all(s >= 0 for s in slept)
+
+
+def test_retries_give_up_and_other_errors_are_not_retried(client: Any) -> None:
+    slept, sleep = _sleeps()
+    with Stubber(client) as stub:
+        for _ in range(8):
+            stub.add_client_error("get_change", "Throttling", http_status_code=400)
+        with pytest.raises(Exception, match="Throttling"):
+            call(client, "get_change", sleep=sleep, Id="C1")
+        stub.add_client_error("get_change", "NoSuchChange", http_status_code=404)
+        with pytest.raises(Exception, match="NoSuchChange"):
+            call(client, "get_change", sleep=sleep, Id="C1")
+        stub.assert_no_pending_responses()
+    assert len(slept) == 7
+
+
+def _leaf(i: int, value: str) -> Record:
+    return Record(f"proxy-us-east-1-fast{i // 100}.example.com", "CNAME" if len(value) > 20
+                  else "A", f"georelay:w:fast.example.com:p{i}", weight=1, ttl=60,
+                  values=(value,), health_check=f"hc-{i}", service="fast.example.com",
+                  site="us-east-1", proxy=f"p{i}")
+
+
+def test_batches_respect_route53_limits(client: Any) -> None:
+    plan = Plan("example.com", ZONE, "georelay")
+    plan.records = [RecordChange("CREATE", _leaf(i, f"192.0.2.{i % 250}"), None, 0)
+                    for i in range(1200)]
+    plan.records += [RecordChange("UPSERT", _leaf(2000 + i, f"198.51.100.{i % 250}"), None, 0)
+                     for i in range(300)]
+    sent: list[list[dict[str, Any]]] = []
+    client.meta.events.register(
+        "provide-client-params.route53.ChangeResourceRecordSets",
+        lambda params, **_: sent.append(params["ChangeBatch"]["Changes"]))
+    with Stubber(client) as stub:
+        stub.add_response("change_resource_record_sets", CHANGE)
+        stub.add_response("change_resource_record_sets",
+                          {"ChangeInfo": {**CHANGE["ChangeInfo"], "Id": "/change/C2"}})
+        stub.add_response("get_change", INSYNC, {"Id": "/change/C1"})
+        stub.add_response("get_change", INSYNC, {"Id": "/change/C2"})
+        res = apply_plan(client, plan, sleep=lambda _: None)
+        stub.assert_no_pending_responses()
+    assert res.batches == 2 and [len(b) for b in sent] == [1000, 500]
+    rrs = [sum(change_size(c)[0] for c in b) for b in sent]
+    assert rrs == [1000, 800]  # 200 CREATE + 300 UPSERT counted twice
+    flat = [c["ResourceRecordSet"]["SetIdentifier"] for b in sent for c in b]
+    assert flat == [c.record.set_id for c in plan.records]  # order kept across batches
+    long_name = "x" * 60 + ".proxies.example.net"
+    by_chars = split_batches([{"Action": "UPSERT", "ResourceRecordSet": {
+        "Name": "a.example.com.", "Type": "CNAME", "TTL": 60,
+        "ResourceRecords": [{"Value": long_name}]}}] * 300)
+    assert all(sum(change_size(c)[1] for c in b) <= 32000 for b in by_chars)
+    assert [len(b) for b in by_chars] == [200, 100]
+
+
+def test_insync_wait_is_bounded(client: Any) -> None:
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    with Stubber(client) as stub:
+        for _ in range(30):
+            stub.add_response("get_change", CHANGE)
+        with pytest.raises(ApplyError, match="not INSYNC after 60s"):
+            wait_insync(client, ["/change/C1"], sleep=sleep, timeout=60,
+                        clock=lambda: now[0])
+    assert 60 <= now[0] < 90
+
+
+def test_health_check_changed_since_plan(one_proxy_tree: Tree, client: Any) -> None:
+    check = one_proxy_tree.health_checks[0]
+    live = LiveHealthCheck("hc-1", check.caller_reference("georelay", 0), 7,
+                           {**check.config, "FailureThreshold": 5})
+    plan = _plan(one_proxy_tree, [live])
+    assert [(u.id, u.version, u.changes) for u in plan.hc_updates] == [
+        ("hc-1", 7, {"FailureThreshold": check.config["FailureThreshold"]})]
+    with Stubber(client) as stub:
+        stub.add_client_error("update_health_check", "HealthCheckVersionMismatch",
+                              expected_params={"HealthCheckId": "hc-1",
+                                               "HealthCheckVersion": 7,
+                                               "FailureThreshold": 2})
+        with pytest.raises(ApplyError, match="changed since the plan"):
+            apply_plan(client, plan, sleep=lambda _: None)
+    assert json.dumps(plan.to_dict())  # the plan stays serialisable for --output json
+
+
+def test_plan_output_is_deterministic(one_proxy_tree: Tree) -> None:
+    a, b = _plan(one_proxy_tree), _plan(one_proxy_tree)
+    assert a.checksum == b.checksum and a.checksum.startswith("sha256:")
+    changed = _plan(one_proxy_tree, [LiveHealthCheck(
+        "hc-x", "grl:georelay:000000000000:00000000:0", 1, {"Type": "HTTPS"})])
+    assert changed.checksum != a.checksum

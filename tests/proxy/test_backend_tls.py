@@ -1,0 +1,62 @@
+"""The proxy never relays over an unverified link to a gateway."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from georelay_lab import certs, processes
+from support import LabFleet
+
+
+@pytest.fixture
+def fleet() -> Iterator[LabFleet]:
+    base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
+    fleet = LabFleet(base)
+    try:
+        fleet.up()
+        yield fleet
+    finally:
+        fleet.down()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def swap_gateway_certificate(fleet: LabFleet, pem: bytes) -> None:
+    """Restart the us-east-1 stand-in gateway with another certificate."""
+    lab = fleet.lab()
+    lab.gateway_pem("us-east-1").write_bytes(pem)
+    lab.stop_gateway("us-east-1")
+    lab.start_gateway(lab.fleet.region("us-east-1"))
+
+
+def assert_refused(fleet: LabFleet) -> None:
+    for _ in range(3):
+        reply = fleet.fetch("p1", "fast.example.com")
+        assert 500 <= reply.status <= 599, reply.body
+        assert "x-lab-region" not in reply.headers
+    ip, port = fleet.gateway("us-east-1")
+    assert processes.wait_port(ip, port, timeout=2)  # the gateway itself is up
+
+
+def test_gateway_certificate_from_an_untrusted_ca_is_refused(fleet: LabFleet) -> None:
+    rogue = certs.new_authority("rogue CA")
+    good = fleet.lab().gateway_pem("us-east-1").read_bytes()
+    swap_gateway_certificate(fleet, certs.issue(rogue, ["us-east-1-fast.example.com"]))
+    fleet.deploy()
+    assert_refused(fleet)
+    # The same gateway with its proper certificate is served again: the CA made the difference.
+    swap_gateway_certificate(fleet, good)
+    fleet.wait_healthy("p1")
+    assert fleet.fetch("p1", "fast.example.com").status == 200
+
+
+def test_gateway_certificate_for_another_name_is_refused(fleet: LabFleet) -> None:
+    lab_ca = certs.authority(fleet.lab_dir / "certs")
+    # Trusted CA, wrong name: a certificate for another region's domain.
+    swap_gateway_certificate(fleet, certs.issue(lab_ca, ["eu-west-1-fast.example.com"]))
+    fleet.deploy()
+    assert_refused(fleet)

@@ -1,0 +1,205 @@
+"""Every bad inventory is refused with a message naming the variable and the fix."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from georelay_lab import certs
+from georelay_model import InventoryError, fleet_from_hostvars, load_inventory
+from georelay_model.tls import pem_problems
+from support import REPO
+
+HostVars = dict[str, dict[str, Any]]
+
+FLEET = {
+    "georelay_zone": "example.com",
+    "georelay_services": [{"hostname": "fast.example.com",
+                           "apigw_domain": "{region}-fast.example.com"}],
+    "georelay_tls_pem": "/etc/georelay/public.pem",
+}
+
+
+def good() -> HostVars:
+    hosts = {"e1": ("us-east-1", "192.0.2.1"), "e2": ("us-east-1", "192.0.2.2"),
+             "w1": ("eu-west-2", "198.51.100.1")}
+    return {h: {**copy.deepcopy(FLEET), "aws_region": r, "public_ip": ip}
+            for h, (r, ip) in hosts.items()}
+
+
+def on_all(**changes: Any) -> Callable[[HostVars], None]:
+    def apply(hv: HostVars) -> None:
+        for host in hv.values():
+            host.update(copy.deepcopy(changes))
+    return apply
+
+
+def on(host: str, **changes: Any) -> Callable[[HostVars], None]:
+    def apply(hv: HostVars) -> None:
+        hv[host].update(changes)
+    return apply
+
+
+def service(**fields: Any) -> Callable[[HostVars], None]:
+    return on_all(georelay_services=[{"hostname": "fast.example.com",
+                                      "apigw_domain": "{region}-fast.example.com", **fields}])
+
+
+def without(host: str, name: str) -> Callable[[HostVars], None]:
+    def apply(hv: HostVars) -> None:
+        hv[host].pop(name, None)
+    return apply
+
+
+# (case id, change to a good inventory, variable the problem must name, words it must say)
+BAD: list[tuple[str, Callable[[HostVars], None], str, str]] = [
+    ("zone-missing", on_all(georelay_zone=None), "georelay_zone", "is not set"),
+    ("zone-not-a-name", on_all(georelay_zone="example_com"), "georelay_zone", "not a DNS name"),
+    ("services-missing", on_all(georelay_services=None), "georelay_services", "not set"),
+    ("services-not-a-list", on_all(georelay_services={"hostname": "fast.example.com"}),
+     "georelay_services", "must be a list"),
+    ("service-not-a-mapping", on_all(georelay_services=["fast.example.com"]),
+     "georelay_services", "not a mapping"),
+    ("hostname-missing", service(hostname=None), "hostname", "is not set"),
+    ("hostname-invalid", service(hostname="fast..example.com"), "hostname", "not a DNS name"),
+    ("hostname-outside-zone", service(hostname="fast.example.org"), "hostname",
+     "not inside georelay_zone"),
+    ("hostname-twice", on_all(georelay_services=[
+        {"hostname": "fast.example.com", "apigw_domain": "{region}-a.example.com"},
+        {"hostname": "FAST.example.com", "apigw_domain": "{region}-b.example.com"}]),
+     "hostname", "is also georelay_services[0]"),
+    ("pattern-without-region", service(apigw_domain="us-east-1-fast.example.com"),
+     "apigw_domain", "has no {region}"),
+    ("pattern-unknown-placeholder", service(apigw_domain="{region}-{stage}.example.com"),
+     "apigw_domain", "unknown placeholder"),
+    ("pattern-missing", service(apigw_domain=None), "apigw_domain", "is not set"),
+    ("two-services-one-domain", on_all(georelay_services=[
+        {"hostname": "a.example.com", "apigw_domain": "{region}-x.example.com"},
+        {"hostname": "b.example.com", "apigw_domain": "{region}-x.example.com"}]),
+     "georelay_services", "both map to"),
+    ("health-path-relative", service(health_path="ping"), "health_path", "not an absolute"),
+    ("service-key-typo", service(health_pth="/ping"), "health_pth", "did you mean health_path"),
+    ("region-malformed", on("e1", aws_region="us-east"), "aws_region", "not an AWS region"),
+    ("region-uppercase", on("w1", aws_region="EU-WEST-2"), "aws_region", "not an AWS region"),
+    ("https-port-out-of-range", on("e1", haproxy_https_port=70000), "haproxy_https_port",
+     "out of range"),
+    ("https-port-not-a-number", on("e1", haproxy_https_port="https"), "haproxy_https_port",
+     "not a whole number"),
+    ("http-port-zero", on("e2", haproxy_http_port=0), "haproxy_http_port", "out of range"),
+    ("ports-equal", on("e1", haproxy_https_port=8443, haproxy_http_port=8443),
+     "haproxy_http_port", "equals haproxy_https_port"),
+    ("weight-too-big", on("e1", dns_weight=256), "dns_weight", "out of range"),
+    ("weight-boolean", on("e1", dns_weight=True), "dns_weight", "not a whole number"),
+    ("public-ip-invalid", on("e1", public_ip="192.0.2.300"), "public_ip", "not an IP address"),
+    ("no-public-address", without("w1", "public_ip"), "public_ip",
+     "neither public_ip nor public_dns"),
+    ("both-public-addresses", on("w1", public_dns="w1.example.net"), "public_ip", "both set"),
+    ("public-address-shared", on("e2", public_ip="192.0.2.1"), "public_ip", "is also e1's"),
+    ("service-manager-unknown", on("e1", georelay_service_manager="upstart"),
+     "georelay_service_manager", "not supported"),
+    ("root-relative", on("e1", georelay_root="srv/georelay"), "georelay_root",
+     "not an absolute path"),
+    ("root-too-long", on("e1", georelay_root="/" + "r" * 90), "georelay_root", "too long"),
+    ("bind-address-invalid", on("e1", haproxy_bind_address="eth0"), "haproxy_bind_address",
+     "not an IP address"),
+    ("apigw-address-without-port", on("e1", georelay_apigw_address="10.0.0.5"),
+     "georelay_apigw_address", "not host:port"),
+    ("apigw-address-differs-in-region", on("e2", georelay_apigw_address="10.0.0.6:443"),
+     "georelay_apigw_address", "differs from other proxies"),
+    ("fleet-var-differs", on("w1", georelay_zone="example.org"), "georelay_zone",
+     "differs from"),
+    ("misspelt-variable", on("e1", haproxy_https_prot=8443), "haproxy_https_prot",
+     "did you mean haproxy_https_port"),
+    ("tls-pem-relative", on_all(georelay_tls_pem="certs/public.pem"), "georelay_tls_pem",
+     "not an absolute path"),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "words"), [c[1:] for c in BAD],
+                         ids=[c[0] for c in BAD])
+def test_bad_inventory_is_refused_naming_the_variable(
+        change: Callable[[HostVars], None], field: str, words: str) -> None:
+    hostvars = good()
+    change(hostvars)
+    with pytest.raises(InventoryError) as caught:
+        fleet_from_hostvars(hostvars, rendered=True)
+    matching = [p for p in caught.value.problems if p.field == field and words in str(p)]
+    assert matching, [str(p) for p in caught.value.problems]
+    assert all(p.fix for p in caught.value.problems)
+    assert f"{field}: " in str(caught.value) and "Fix: " in str(caught.value)
+
+
+def test_good_inventory_builds_the_fleet_with_defaults() -> None:
+    fleet = fleet_from_hostvars(good(), rendered=True)
+    assert [r.name for r in fleet.regions] == ["eu-west-2", "us-east-1"]
+    e1 = fleet.proxy("e1")
+    assert (e1.https_port, e1.http_port, e1.dns_weight, e1.service_manager, e1.root) == \
+        (443, 80, 1, "systemd", "/")
+    assert fleet.services[0].apigw_domain("eu-west-2") == "eu-west-2-fast.example.com"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    hostvars = good()
+    on("e1", haproxy_https_port=0, dns_weight=-1)(hostvars)
+    on("w1", aws_region="nowhere")(hostvars)
+    with pytest.raises(InventoryError) as caught:
+        fleet_from_hostvars(hostvars, rendered=True)
+    fields = {p.field for p in caught.value.problems}
+    assert {"haproxy_https_port", "dns_weight", "aws_region"} <= fields
+
+
+def test_the_demo_inventory_is_valid_read_raw_as_the_dns_tool_reads_it() -> None:
+    fleet = fleet_from_hostvars(load_inventory(REPO / "inventories/demo"))
+    assert len(fleet.proxies) == 4
+    assert {r.name for r in fleet.regions} == {"us-east-1", "us-west-2"}
+
+
+# ---- the public TLS bundle ----
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ca() -> certs.Authority:
+    return certs.new_authority("test CA")
+
+
+def test_pem_covering_every_name_passes(ca: certs.Authority, tmp_path: Path) -> None:
+    pem = write(tmp_path / "ok.pem", certs.issue(ca, ["*.example.com"]))
+    assert pem_problems(pem, ["fast.example.com", "api.example.com"]) == []
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda ca: certs.issue(ca, ["fast.example.com"]), "does not cover api.example.com"),
+    (lambda ca: certs.issue(ca, ["*.example.com"], not_before=dt.datetime(2020, 1, 1,
+                                                                          tzinfo=dt.UTC)),
+     "expired on"),
+    (lambda ca: certs.issue(ca, ["*.example.com"]).split(b"-----BEGIN PRIVATE KEY")[0],
+     "no unencrypted private key"),
+    (lambda ca: certs.issue(ca, ["*.example.com"]).split(b"-----BEGIN PRIVATE KEY")[0] +
+     ec.generate_private_key(ec.SECP256R1()).private_bytes(
+         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+         serialization.NoEncryption()), "does not belong to the first certificate"),
+    (lambda ca: b"not a pem", "holds no PEM certificate"),
+], ids=["not-covering", "expired", "no-key", "wrong-key", "garbage"])
+def test_bad_pem_is_refused(ca: certs.Authority, tmp_path: Path,
+                            make: Callable[[certs.Authority], bytes], words: str) -> None:
+    pem = write(tmp_path / "bad.pem", make(ca))
+    problems = pem_problems(pem, ["fast.example.com", "api.example.com"])
+    assert any(words in p.message and p.field == "georelay_tls_pem" for p in problems), \
+        [str(p) for p in problems]
+
+
+def test_missing_pem_is_refused(tmp_path: Path) -> None:
+    problems = pem_problems(str(tmp_path / "none.pem"), ["fast.example.com"])
+    assert [p.field for p in problems] == ["georelay_tls_pem"]
+    assert "does not exist" in problems[0].message
