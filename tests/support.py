@@ -136,6 +136,7 @@ class LabFleet:
                 "vars": {"aws_region": region, "georelay_apigw_address": f"{ip}:{port}"},
                 "hosts": {p: {"public_ip": self.address(p),
                               "haproxy_bind_address": self.address(p),
+                              "georelay_agent_bind_address": self.address(p),
                               "georelay_root": str(self.root(p))} for p in proxies},
             }
         group_vars = {

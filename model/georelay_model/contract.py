@@ -36,6 +36,10 @@ VARS: tuple[Var, ...] = (
     Var("haproxy_http_port", "host", 80, "plain HTTP listener port (redirects to https)"),
     Var("georelay_service_manager", "host", "systemd", "systemd or process"),
     Var("georelay_root", "host", "/", "filesystem prefix for config, certs, sockets"),
+    Var("georelay_agent_bind_address", "host", "127.0.0.1",
+        "address the health agent listens on; HAProxy routes /healthz there"),
+    Var("georelay_agent_port", "host", 8405, "port the health agent listens on"),
+    Var("georelay_lab_dir", "all", None, "lab only: where the demo keeps certificates and roots"),
     # Read by georelay-dns (dns/georelay_dns/settings.py validates them; docs/DNS.md).
     Var("georelay_dns_mode", "all", "proxy",
         "proxy (latency -> weighted proxies) or direct (latency -> API Gateway regional)"),

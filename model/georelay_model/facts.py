@@ -72,4 +72,6 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "backend_ca_source": fleet.backend_ca,
         "tls_pem_source": fleet.tls_pem,
         "backends": backends,
+        "agent": {"address": proxy.agent.host, "port": proxy.agent.port,
+                  "server": proxy.agent.haproxy},
     }

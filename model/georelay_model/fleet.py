@@ -62,6 +62,7 @@ class Proxy:
     http_port: int = 80
     service_manager: str = "systemd"  # or "process"
     root: str = "/"
+    agent: Endpoint = Endpoint("127.0.0.1", 8405)  # where /healthz is answered
 
     @property
     def public_address(self) -> str:

@@ -26,7 +26,8 @@ SERVICE_MANAGERS = ("systemd", "process")
 # (georelay-dns), a Jinja value in one of these is left alone instead of refused.
 ROLE_ONLY = frozenset({"haproxy_bind_address", "haproxy_http_port", "georelay_service_manager",
                        "georelay_root", "georelay_tls_pem", "georelay_backend_ca",
-                       "georelay_apigw_address"})
+                       "georelay_apigw_address", "georelay_agent_bind_address",
+                       "georelay_agent_port"})
 
 
 def is_dns_name(name: str) -> bool:
@@ -304,11 +305,24 @@ def _proxy(r: _Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
                   f"({len(longest)} > {MAX_SOCKET_PATH} characters)",
                   f"use a root of at most {MAX_SOCKET_PATH - len(longest) + len(root)} "
                   "characters")
+    agent_bind = r.string(host, "georelay_agent_bind_address",
+                          hv.get("georelay_agent_bind_address"), required=False) or "127.0.0.1"
+    try:
+        ipaddress.ip_address(agent_bind)
+    except ValueError:
+        r.problem(host, "georelay_agent_bind_address", f"{agent_bind!r} is not an IP address",
+                  "give a local address such as 127.0.0.1 (the agent is only for HAProxy)")
+    agent_port = r.integer(host, "georelay_agent_port", hv.get("georelay_agent_port"), 8405,
+                           1, 65535, port_fix)
+    if agent_port in (https, http) and agent_bind in (bind, ""):
+        r.problem(host, "georelay_agent_port", f"{agent_port} is also an HAProxy listener port",
+                  "give the agent a port of its own")
     if len(r.problems) > before:
         return None
     return Proxy(name=host, region=region, public_ip=public_ip, public_dns=public_dns,
                  dns_weight=weight, bind_address="" if bind == "*" else bind,
-                 https_port=https, http_port=http, service_manager=manager, root=root)
+                 https_port=https, http_port=http, service_manager=manager, root=root,
+                 agent=Endpoint(agent_bind, agent_port))
 
 
 def _endpoint(r: _Reader, host: str, raw: object) -> Endpoint | None:
