@@ -20,7 +20,8 @@ MODES = ("proxy", "direct")
 # Regions Route53 health checkers run from (HealthCheckConfig.Regions).
 CHECKER_REGIONS = ("us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-southeast-1",
                    "ap-southeast-2", "ap-northeast-1", "sa-east-1")
-DEFAULTS: dict[str, Any] = {v.name: v.default for v in VARS if v.name.startswith("georelay_dns_")}
+DEFAULTS: dict[str, Any] = {v.name: v.default for v in VARS if v.name.startswith("georelay_dns_")
+                            and v.name not in ("georelay_dns_cli", "georelay_dns_force")}
 OWNER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
 ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{1,31}$")
 PLACEHOLDERS = {"{region}", "{label}", "{parent}", "{hostname}"}

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from georelay_model import Fleet, InventoryError, Region, fleet_from_hostvars, load_inventory
-
 from georelay_lab import certs, client, processes
+from georelay_model import Fleet, InventoryError, Region, fleet_from_hostvars, load_inventory
 
 
 @dataclass

@@ -59,6 +59,10 @@ VARS: tuple[Var, ...] = (
         "string the health response body must contain (HTTPS_STR_MATCH)"),
     Var("georelay_dns_direct_targets", "all", None,
         "direct mode: {region: {hostname: {domain_name, hosted_zone_id}}}"),
+    Var("georelay_dns_cli", "all", "<venv>/bin/georelay-dns",
+        "playbooks/dns.yml: the georelay-dns executable on the control node"),
+    Var("georelay_dns_force", "all", False,
+        "playbooks/dns.yml: pass --force (apply past the 30% update/delete threshold)"),
 )
 
 # Tunables of roles/haproxy (defaults in its defaults/main.yml, types in its

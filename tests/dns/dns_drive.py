@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+
 from georelay_dns.cli import main
 from georelay_dns.plan import Plan, make_plan
 from georelay_dns.route53_read import find_zone, make_client, read_live

@@ -40,7 +40,7 @@ def test_public_name_sent_straight_to_a_gateway_fails(two_region_fleet: LabFleet
     """Without the proxy's rewrite API Gateway refuses the public name: that is the point."""
     fleet = two_region_fleet
     ip, port = fleet.gateway("us-east-1")
-    with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME|unrecognized name"):
+    with pytest.raises(ssl.SSLError, match=r"UNRECOGNIZED_NAME|unrecognized name"):
         client.fetch(ip, port, "fast.example.com", ca_file=fleet.ca_file)
     # Right SNI, public Host: the gateway's 403.
     reply = client.fetch(ip, port, "us-east-1-fast.example.com",
