@@ -8,6 +8,10 @@ INVENTORY ?= inventories/demo
 LAB ?= .lab
 DEBS := haproxy curl ca-certificates
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The demo's Route53 is a local moto_server, reached the standard boto3 way.
+ROUTE53 ?= 127.0.9.1:5300
+LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georelay-lab \
+	AWS_SECRET_ACCESS_KEY=georelay-lab AWS_DEFAULT_REGION=us-east-1
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
@@ -32,10 +36,16 @@ $(VENV)/.installed: pyproject.toml agent/pyproject.toml
 
 demo: setup
 	$(BIN)/georelay-lab up -i $(INVENTORY) --lab-dir $(LAB)
-	$(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
+	$(BIN)/georelay-lab route53 -i $(INVENTORY) --lab-dir $(LAB) --listen $(ROUTE53)
+	$(LAB_AWS) $(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@echo; echo "== A request through every proxy, as the regional gateway received it =="
 	$(BIN)/georelay-lab show -i $(INVENTORY) --lab-dir $(LAB)
+	@echo; echo "== Route53 (stand-in): the live tree =="
+	$(LAB_AWS) $(BIN)/georelay-dns status -i $(INVENTORY)
+	@echo; echo "== What Route53 answers users near us-east-1 when use1-a dies =="
+	$(BIN)/georelay-dns simulate -i $(INVENTORY) --from us-east-1 --down use1-a --service fast.example.com
 	@echo; echo "Try it:  curl --cacert $(LAB)/certs/lab-ca.pem --resolve fast.example.com:443:127.0.1.1 https://fast.example.com/hello"
+	@echo "Route53: export $(LAB_AWS); $(BIN)/georelay-dns plan -i $(INVENTORY)"
 	@echo "Stop it: make demo-down"
 
 demo-down:

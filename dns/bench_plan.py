@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from georelay_dns.apply import apply_plan
 from georelay_dns.plan import make_plan
 from georelay_dns.route53_read import find_zone, make_client, read_live

@@ -86,6 +86,11 @@ class LabFleet:
     https_port: int = 8443
     http_port: int = 8080
     net: int = field(default_factory=lambda: next(_nets))
+    apigw: dict[str, str] = field(default_factory=dict)  # region -> address, else the lab's
+
+    def apigw_address(self, region: str) -> str:
+        ip, port = self.gateway(region)
+        return self.apigw.get(region, f"{ip}:{port}")
 
     @property
     def inventory(self) -> Path:
@@ -131,9 +136,9 @@ class LabFleet:
         """(Re)write the inventory; keyword arguments override fleet-wide variables."""
         children: dict[str, Any] = {}
         for region, proxies in self.regions.items():
-            ip, port = self.gateway(region)
             children[region.replace("-", "_")] = {
-                "vars": {"aws_region": region, "georelay_apigw_address": f"{ip}:{port}"},
+                "vars": {"aws_region": region,
+                         "georelay_apigw_address": self.apigw_address(region)},
                 "hosts": {p: {"public_ip": self.address(p),
                               "haproxy_bind_address": self.address(p),
                               "georelay_agent_bind_address": self.address(p),

@@ -13,8 +13,6 @@ from typing import Any, NoReturn
 
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from georelay_model import InventoryError, load_inventory
-from georelay_model.inventory import InventoryReadError
 
 from georelay_dns.apply import ApplyError, apply_plan
 from georelay_dns.iam import policy
@@ -24,6 +22,8 @@ from georelay_dns.settings import Inputs, load_inputs
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import live_status, render_status
 from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
+from georelay_model import InventoryError, load_inventory
+from georelay_model.inventory import InventoryReadError
 
 EXIT_CHANGES = 2
 

@@ -258,6 +258,7 @@ def _plan_records(plan: Plan, tree: Tree, owned: dict[tuple[str, str, str], Reco
             plan.records.append(RecordChange("CREATE", d, None, _phase(d, False)))
         elif have != d:
             plan.records.append(RecordChange("UPSERT", d, have, _phase(d, False)))
+    site_of = {r.alias.dns_name: r.region for r in owned.values() if r.alias and r.region}
     for key, have in owned.items():
         if key in desired_keys:
             continue
@@ -265,6 +266,8 @@ def _plan_records(plan: Plan, tree: Tree, owned: dict[tuple[str, str, str], Reco
         full = dataclasses.replace(have, **dict(zip(("service", "site", "proxy"),
                                                     meta_from_set_id(have, desired_sids),
                                                     strict=True)))
+        if not full.site:
+            full = dataclasses.replace(full, site=site_of.get(full.name, ""))
         plan.records.append(RecordChange("DELETE", full, have, _phase(have, True)))
         plan.raw_deletes[key] = live.raw[key]
     plan.records.sort(key=lambda c: (c.phase, c.record.service, c.record.site, c.record.name,

@@ -20,9 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from georelay_model.regions import nearest_first
-
 from georelay_dns.tree import Record
+from georelay_model.regions import nearest_first
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from georelay_model import Proxy, Service
-
 from georelay_dns.settings import DnsSettings, Inputs
+from georelay_model import Proxy, Service
 
 SELF_ZONE = "SELF"  # alias target zone placeholder until the hosted zone id is known
 SET_ID_MAX = 128

@@ -40,6 +40,20 @@ def up(inventory: str, lab_dir: str) -> None:
 
 
 @main.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--listen", default="127.0.9.1:5300", show_default=True,
+              help="ip:port for the Route53 stand-in.")
+def route53(inventory: str, lab_dir: str, listen: str) -> None:
+    """Start a Route53 stand-in (moto_server) holding the inventory's hosted zone."""
+    from georelay_lab import route53 as r53
+
+    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    for line in r53.start(lab.lab_dir, listen, lab.fleet.zone):
+        click.echo(line)
+
+
+@main.command()
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 def down(lab_dir: str) -> None:
     """Stop everything the lab started (gateways, proxies, agents, Route53 stand-in)."""

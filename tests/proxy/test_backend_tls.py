@@ -60,3 +60,16 @@ def test_gateway_certificate_for_another_name_is_refused(fleet: LabFleet) -> Non
     swap_gateway_certificate(fleet, certs.issue(lab_ca, ["eu-west-1-fast.example.com"]))
     fleet.deploy()
     assert_refused(fleet)
+
+
+def test_gateway_addressed_by_a_name_that_does_not_resolve_yet(fleet: LabFleet) -> None:
+    """haproxy -c and start-up need no DNS (init-addr last,libc,none); runtime resolvers do."""
+    fleet.apigw = {"us-east-1": "gw.us-east-1.georelay.invalid:9443"}
+    fleet.write(haproxy_resolvers=[f"{fleet.gateway('us-east-1')[0]}:5353"])
+    fleet.deploy()
+    config = fleet.config("p1").read_text()
+    assert "resolvers georelay" in config
+    assert "gw.us-east-1.georelay.invalid:9443" in config
+    assert "resolvers georelay resolve-prefer ipv4" in config
+    reply = fleet.fetch("p1", "fast.example.com")
+    assert reply.status == 503  # no address yet: HAProxy answers, nothing is relayed blindly

@@ -1,0 +1,295 @@
+"""The agent's configuration: loaded from JSON (or YAML when PyYAML is there), fully validated.
+
+Every problem names the field it is about (``haproxy.read_timeout``, ``services[1].backend``)
+so an operator can fix the file without reading code. Unknown fields are errors: a misspelt
+option must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_SCHEMA_VERSION = 1
+DEFAULT_CONFIG = "/etc/georelay-agent/agent.json"
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]"
+                       r"([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; the message names the file and every field."""
+
+
+@dataclass(frozen=True)
+class Service:
+    hostname: str
+    backend: str
+    domain: str
+    probe_path: str | None
+
+
+@dataclass(frozen=True)
+class HAProxySettings:
+    stats_socket: str
+    master_socket: str | None
+    config_file: str | None
+    connect_timeout: float
+    read_timeout: float
+    reload_grace: float
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    enabled: bool
+    address: str
+    port: int
+    timeout: float
+    interval: float
+    ca_file: str | None
+    expect_status: int
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    state_dir: str
+    cert_warn_days: int
+    http_5xx_warn_ratio: float
+    http_5xx_min_requests: int
+    agent_timeout: float
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    proxy: str
+    region: str
+    listen_address: str
+    listen_port: int
+    interval: float
+    rise: int
+    fall: int
+    stale_after: float
+    healthz_path: str
+    ok_body: str
+    haproxy: HAProxySettings
+    services: tuple[Service, ...]
+    probe: ProbeSettings
+    drain_dir: str
+    check: CheckSettings
+
+
+class _Reader:
+    """Reads one mapping, collecting problems instead of stopping at the first."""
+
+    def __init__(self, problems: list[str], data: Any, where: str) -> None:
+        self.problems = problems
+        self.where = where
+        self.seen: set[str] = set()
+        if not isinstance(data, dict):
+            self.problem(where or "(top level)", f"must be a mapping, got {_kind(data)}")
+            data = {}
+        self.data: dict[str, Any] = data
+
+    def field(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def problem(self, field: str, text: str) -> None:
+        self.problems.append(f"field '{field}': {text}")
+
+    def raw(self, key: str, default: Any) -> Any:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def string(self, key: str, default: str | None = None, *, optional: bool = False,
+               pattern: re.Pattern[str] | None = None, hint: str = "") -> str | None:
+        value = self.raw(key, default)
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            what = "is required" if value is None else f"must be a non-empty string, got " \
+                f"{_kind(value)}"
+            self.problem(self.field(key), what)
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.problem(self.field(key), f"{value!r} is not valid{hint}")
+        return value
+
+    def path(self, key: str, default: str | None = None, *, optional: bool = False) -> str | None:
+        value = self.string(key, default, optional=optional)
+        if value is not None and not value.startswith("/"):
+            self.problem(self.field(key), f"{value!r} must be an absolute path")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(self.field(key), f"must be a number, got {_kind(value)}")
+            return default
+        if not low <= value <= high:
+            self.problem(self.field(key), f"{value} is out of range {low}-{high}")
+        return float(value)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.raw(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(self.field(key), f"must be an integer, got {_kind(value)}")
+            return default
+        if not low <= value <= high:
+            self.problem(self.field(key), f"{value} is out of range {low}-{high}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            self.problem(self.field(key), f"must be true or false, got {_kind(value)}")
+            return default
+        return value
+
+    def sub(self, key: str) -> _Reader:
+        return _Reader(self.problems, self.raw(key, {}), self.field(key))
+
+    def finish(self) -> None:
+        for key in sorted(set(self.data) - self.seen):
+            close = difflib.get_close_matches(key, sorted(self.seen), n=1, cutoff=0.7)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            self.problem(self.field(key), f"unknown field{hint}")
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:80]
+
+
+def _address(r: _Reader, key: str, default: str) -> str:
+    value = r.string(key, default) or default
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        r.problem(r.field(key), f"{value!r} is not an IP address")
+    return value
+
+
+def parse(data: Any, path: str = "<config>") -> Config:
+    """A validated Config, or ConfigError listing every problem of ``data``."""
+    problems: list[str] = []
+    top = _Reader(problems, data, "")
+    version = top.raw("schema_version", None)
+    if version != CONFIG_SCHEMA_VERSION:
+        top.problem("schema_version", f"must be {CONFIG_SCHEMA_VERSION}, got {_kind(version)}")
+    proxy = top.string("proxy") or ""
+    region = top.string("region") or ""
+    listen = top.sub("listen")
+    listen_address = _address(listen, "address", "127.0.0.1")
+    listen_port = listen.integer("port", 8405, 1, 65535)
+    listen.finish()
+    interval = top.number("interval", 1.0, 0.1, 60.0)
+    rise = top.integer("rise", 2, 1, 10)
+    fall = top.integer("fall", 2, 1, 10)
+    if rise > fall:
+        top.problem("rise", f"{rise} is more than fall ({fall}): a failure would be held "
+                    "longer than a success; use rise <= fall")
+    stale_after = top.number("stale_after", max(5.0, 3 * interval), 1.0, 600.0)
+
+    hz = top.sub("healthz")
+    healthz_path = hz.string("path", "/healthz", pattern=re.compile(r"^/\S*$"),
+                             hint=": a path such as /healthz") or "/healthz"
+    ok_body = hz.string("ok_body", "georelay-healthy", pattern=re.compile(r"^[\x21-\x7e]+$"),
+                        hint=": printable ASCII without spaces") or "georelay-healthy"
+    hz.finish()
+
+    h = top.sub("haproxy")
+    haproxy = HAProxySettings(
+        stats_socket=h.path("stats_socket") or "",
+        master_socket=h.path("master_socket", optional=True),
+        config_file=h.path("config_file", optional=True),
+        connect_timeout=h.number("connect_timeout", 0.5, 0.05, 10.0),
+        read_timeout=h.number("read_timeout", 1.0, 0.05, 30.0),
+        reload_grace=h.number("reload_grace", 120.0, 0.0, 3600.0),
+    )
+    h.finish()
+
+    services: list[Service] = []
+    raw_services = top.raw("services", None)
+    if not isinstance(raw_services, list) or not raw_services:
+        top.problem("services", f"must be a non-empty list, got {_kind(raw_services)}")
+        raw_services = []
+    for i, item in enumerate(raw_services):
+        s = _Reader(problems, item, f"services[{i}]")
+        hostname = s.string("hostname", pattern=_HOSTNAME, hint=": a lowercase DNS name") or ""
+        backend = s.string("backend", pattern=re.compile(r"^[A-Za-z0-9_.:-]+$"),
+                           hint=": an HAProxy backend name") or ""
+        domain = s.string("domain", pattern=_HOSTNAME, hint=": a lowercase DNS name") or ""
+        probe_path = s.string("probe_path", optional=True, pattern=re.compile(r"^/\S*$"),
+                              hint=": a path starting with /")
+        if probe_path is not None and probe_path.split("?")[0] == healthz_path:
+            s.problem(s.field("probe_path"), f"{probe_path} is the health path itself: "
+                      "HAProxy would route the probe back to this agent")
+        s.finish()
+        services.append(Service(hostname, backend, domain, probe_path))
+    for field in ("hostname", "backend"):
+        values = [getattr(s, field) for s in services]
+        for dup in sorted({v for v in values if v and values.count(v) > 1}):
+            top.problem("services", f"{field} {dup!r} appears more than once")
+
+    p = top.sub("probe")
+    probe = ProbeSettings(
+        enabled=p.boolean("enabled", True),
+        address=_address(p, "address", "127.0.0.1"),
+        port=p.integer("port", 443, 1, 65535),
+        timeout=p.number("timeout", 2.0, 0.1, 30.0),
+        interval=p.number("interval", interval, 0.1, 3600.0),
+        ca_file=p.path("ca_file", optional=True),
+        expect_status=p.integer("expect_status", 200, 100, 599),
+    )
+    p.finish()
+
+    drain_dir = top.path("drain_dir") or ""
+    c = top.sub("check")
+    check = CheckSettings(
+        state_dir=c.path("state_dir") or "",
+        cert_warn_days=c.integer("cert_warn_days", 21, 0, 365),
+        http_5xx_warn_ratio=c.number("http_5xx_warn_ratio", 0.05, 0.0, 1.0),
+        http_5xx_min_requests=c.integer("http_5xx_min_requests", 20, 0, 10**9),
+        agent_timeout=c.number("agent_timeout", 2.0, 0.1, 30.0),
+    )
+    c.finish()
+    top.finish()
+
+    worst_tick = haproxy.connect_timeout * 2 + haproxy.read_timeout * 2 + \
+        (probe.timeout if probe.enabled else 0.0)
+    if stale_after <= interval + worst_tick:
+        top.problem("stale_after", f"{stale_after:g}s must exceed interval plus the longest "
+                    f"collection ({interval + worst_tick:g}s), or a slow but working agent "
+                    "would report itself stale")
+    if problems:
+        raise ConfigError(f"invalid config {path}:\n  " + "\n  ".join(problems))
+    return Config(path, proxy, region, listen_address, listen_port, interval, rise, fall,
+                  stale_after, healthz_path, ok_body, haproxy, tuple(services), probe,
+                  drain_dir, check)
+
+
+def load(path: str) -> Config:
+    """Read and validate the file at ``path`` (JSON; YAML if PyYAML is importable)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as json_exc:
+        if not path.endswith((".yml", ".yaml")):
+            raise ConfigError(f"invalid config {path}: not JSON: {json_exc}") from json_exc
+        try:
+            import yaml  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise ConfigError(f"invalid config {path}: YAML needs PyYAML, which is not "
+                              "installed; write the config as JSON") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid config {path}: not YAML: {exc}") from exc
+    return parse(data, path)

@@ -1,0 +1,191 @@
+"""HAProxy Runtime API over a unix socket: bounded in time, tolerant of reload windows.
+
+One connection per command (non-interactive mode: HAProxy answers and closes). Connect and
+read have hard deadlines, so a socket that accepts and never answers costs at most
+``connect_timeout + read_timeout``. A socket that is missing or refuses for a moment (the
+worker handing over during a reload) is retried once after a short pause.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import io
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+
+MAX_ANSWER = 8 * 1024 * 1024  # bytes; "show stat" of a large config is well below this
+_RETRYABLE = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN}
+
+
+class RuntimeAPIError(Exception):
+    """The Runtime API could not be asked or did not answer; the text says which and why."""
+
+
+@dataclass
+class ServerStat:
+    backend: str
+    name: str
+    status: str  # UP, DOWN, "UP 1/2", "DOWN 1/2", NOLB, MAINT, DRAIN, "no check"
+    check_status: str  # L4OK, L4CON, L6OK, L7OK, L7STS, SOCKERR, ... ("" without checks)
+    check_code: str
+    check_desc: str
+    last_change_s: int | None
+    weight: int
+
+    @property
+    def usable(self) -> bool:
+        """Receives new requests: UP (also while failing checks toward DOWN) or unchecked."""
+        return (self.status.startswith("UP") or self.status == "no check") and self.weight > 0
+
+
+@dataclass
+class BackendStat:
+    name: str
+    status: str
+    requests_total: int
+    http_5xx_total: int
+    errors_connect: int
+    errors_response: int
+    retries: int
+    last_change_s: int | None
+    servers: list[ServerStat] = field(default_factory=list)
+
+    @property
+    def usable_servers(self) -> int:
+        return sum(1 for s in self.servers if s.usable)
+
+
+@dataclass
+class ProcInfo:
+    reloads: int
+    failed_reloads: int
+
+
+class RuntimeAPI:
+    def __init__(self, path: str, connect_timeout: float = 0.5, read_timeout: float = 1.0,
+                 retry_pause: float = 0.1) -> None:
+        self.path = path
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retry_pause = retry_pause
+
+    def command(self, command: str) -> str:
+        """The whole answer to one command."""
+        try:
+            return self._once(command)
+        except OSError as exc:
+            if exc.errno not in _RETRYABLE:
+                raise RuntimeAPIError(self._describe(exc)) from exc
+        time.sleep(self.retry_pause)  # a reload hands the socket over within milliseconds
+        try:
+            return self._once(command)
+        except OSError as exc:
+            raise RuntimeAPIError(self._describe(exc)) from exc
+
+    def _describe(self, exc: OSError) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"{self.path}: no answer ({exc})"
+        return f"{self.path}: {exc.strerror or exc}"
+
+    def _once(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.connect_timeout)
+            try:
+                sock.connect(self.path)
+            except TimeoutError as exc:
+                raise TimeoutError(f"connect timed out after {self.connect_timeout:g}s") \
+                    from exc
+            deadline = time.monotonic() + self.read_timeout
+            sock.settimeout(self.read_timeout)
+            sock.sendall(command.encode() + b"\n")
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"read timed out after {self.read_timeout:g}s")
+                sock.settimeout(left)
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError as exc:
+                    raise TimeoutError(f"read timed out after {self.read_timeout:g}s") from exc
+                if not data:
+                    break
+                chunks.append(data)
+                size += len(data)
+                if size > MAX_ANSWER:
+                    raise OSError(errno.EMSGSIZE, f"answer larger than {MAX_ANSWER} bytes")
+        answer = b"".join(chunks).decode("utf-8", "replace")
+        first = answer.lstrip().split("\n", 1)[0]
+        if first.startswith(("Unknown command", "Permission denied")):
+            raise RuntimeAPIError(f"{self.path}: {command!r} refused: {first.strip()}")
+        return answer
+
+    def info(self) -> dict[str, str]:
+        """``show info`` as a mapping (Pid, Uptime_sec, Version, Stopping, ...)."""
+        out: dict[str, str] = {}
+        for line in self.command("show info").splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        if "Pid" not in out:
+            raise RuntimeAPIError(f"{self.path}: 'show info' answered without a Pid")
+        return out
+
+    def stat(self) -> dict[str, BackendStat]:
+        """Backends of ``show stat`` with their servers, by backend name."""
+        return parse_stat(self.command("show stat"))
+
+    def proc(self) -> ProcInfo:
+        """Reload counters from the master CLI (``show proc``)."""
+        return parse_proc(self.command("show proc"))
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _opt_int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def parse_stat(text: str) -> dict[str, BackendStat]:
+    text = text.lstrip()
+    if not text.startswith("# pxname,"):
+        raise RuntimeAPIError(f"'show stat' answered {text[:80]!r}")
+    rows = list(csv.DictReader(io.StringIO(text[2:])))
+    backends: dict[str, BackendStat] = {}
+    for row in rows:
+        if row.get("svname") == "BACKEND":
+            backends[row["pxname"]] = BackendStat(
+                name=row["pxname"], status=row.get("status", ""),
+                requests_total=_int(row.get("req_tot")),
+                http_5xx_total=_int(row.get("hrsp_5xx")),
+                errors_connect=_int(row.get("econ")), errors_response=_int(row.get("eresp")),
+                retries=_int(row.get("wretr")), last_change_s=_opt_int(row.get("lastchg")))
+    for row in rows:
+        name = row.get("svname", "")
+        if name in ("FRONTEND", "BACKEND") or row.get("pxname") not in backends:
+            continue
+        backends[row["pxname"]].servers.append(ServerStat(
+            backend=row["pxname"], name=name, status=row.get("status", ""),
+            check_status=(row.get("check_status") or "").lstrip("* "),
+            check_code=row.get("check_code") or "", check_desc=row.get("last_chk") or "",
+            last_change_s=_opt_int(row.get("lastchg")), weight=_int(row.get("weight"))))
+    return backends
+
+
+_MASTER = re.compile(r"^\s*\d+\s+master\s+(\d+)\s+\[failed:\s*(\d+)\]", re.M)
+
+
+def parse_proc(text: str) -> ProcInfo:
+    m = _MASTER.search(text)
+    if not m:
+        raise RuntimeAPIError(f"'show proc' answered {text[:80]!r}")
+    return ProcInfo(reloads=int(m.group(1)), failed_reloads=int(m.group(2)))
