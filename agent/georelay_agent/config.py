@@ -177,6 +177,7 @@ def parse(data: Any, path: str = "<config>") -> Config:
     """A validated Config, or ConfigError listing every problem of ``data``."""
     problems: list[str] = []
     top = _Reader(problems, data, "")
+    top.raw("comment", None)  # free text for people, e.g. "managed by Ansible"
     version = top.raw("schema_version", None)
     if version != CONFIG_SCHEMA_VERSION:
         top.problem("schema_version", f"must be {CONFIG_SCHEMA_VERSION}, got {_kind(version)}")
@@ -192,7 +193,6 @@ def parse(data: Any, path: str = "<config>") -> Config:
     if rise > fall:
         top.problem("rise", f"{rise} is more than fall ({fall}): a failure would be held "
                     "longer than a success; use rise <= fall")
-    stale_after = top.number("stale_after", max(5.0, 3 * interval), 1.0, 600.0)
 
     hz = top.sub("healthz")
     healthz_path = hz.string("path", "/healthz", pattern=re.compile(r"^/\S*$"),
@@ -247,6 +247,11 @@ def parse(data: Any, path: str = "<config>") -> Config:
     )
     p.finish()
 
+    # The longest tick: three Runtime API commands (info, stat, master's proc) at their
+    # timeouts; probes run beside them, in parallel.
+    worst_tick = max(3 * (haproxy.connect_timeout + haproxy.read_timeout),
+                     probe.timeout if probe.enabled else 0.0)
+    stale_after = top.number("stale_after", interval * 3 + worst_tick, 1.0, 600.0)
     drain_dir = top.path("drain_dir") or ""
     c = top.sub("check")
     check = CheckSettings(
@@ -259,8 +264,6 @@ def parse(data: Any, path: str = "<config>") -> Config:
     c.finish()
     top.finish()
 
-    worst_tick = haproxy.connect_timeout * 2 + haproxy.read_timeout * 2 + \
-        (probe.timeout if probe.enabled else 0.0)
     if stale_after <= interval + worst_tick:
         top.problem("stale_after", f"{stale_after:g}s must exceed interval plus the longest "
                     f"collection ({interval + worst_tick:g}s), or a slow but working agent "

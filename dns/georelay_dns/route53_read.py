@@ -121,7 +121,8 @@ def record_from_rrset(rr: dict[str, Any]) -> Record:
     weight = rr.get("Weight")
     return Record(norm_name(rr["Name"]), rtype, rr.get("SetIdentifier", ""),
                   weight=int(weight) if weight is not None else None, region=rr.get("Region"),
-                  ttl=rr.get("TTL"), values=values, alias=alias,
+                  # an alias has no TTL of its own (moto reports 0 for some)
+                  ttl=None if alias else rr.get("TTL"), values=values, alias=alias,
                   health_check=rr.get("HealthCheckId"))
 
 

@@ -296,3 +296,16 @@ def test_direct_mode(zone: Zone, tmp_path: Path) -> None:
         "d-10.execute-api.eu-west-1.amazonaws.com")
     assert all(t["EvaluateTargetHealth"] for t in by.values())
     assert plan_json(inv)[0] == 0
+
+
+def test_alias_read_back_with_a_ttl_is_still_in_sync() -> None:
+    """Route53 never gives an alias a TTL; moto reports TTL 0 for some. Either way: no diff."""
+    from georelay_dns.route53_read import record_from_rrset
+
+    rr = {"Name": "fast.example.com.", "Type": "A", "SetIdentifier": "georelay:lat:x:us-east-1",
+          "Region": "us-east-1", "TTL": 0,
+          "AliasTarget": {"HostedZoneId": "Z1", "DNSName": "proxy-us-east-1-fast.example.com.",
+                          "EvaluateTargetHealth": True}}
+    without_ttl = {k: v for k, v in rr.items() if k != "TTL"}
+    assert record_from_rrset(rr) == record_from_rrset(without_ttl)
+    assert record_from_rrset(rr).ttl is None

@@ -1,0 +1,122 @@
+"""Prometheus metrics, rendered by prometheus_client from the current snapshot.
+
+The snapshot's numbers are exposed through a custom collector (exporter style: read at
+scrape time, never duplicated into global metric objects); the agent's own activity uses
+ordinary Counter/Histogram objects. Both live in one registry that /metrics serves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from georelay_agent.snapshot import Snapshot
+
+STATES = ("healthy", "unhealthy", "draining", "starting")
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, current: Callable[[], Snapshot]) -> None:
+        self.current = current
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.current()
+        doc = snap.doc
+        labels = [doc["agent"]["proxy"], doc["agent"]["region"]]
+        state = GaugeMetricFamily("georelay_agent_state", "1 for the agent's current state",
+                                  labels=["proxy", "region", "state"])
+        for name in STATES:
+            state.add_metric([*labels, name], 1.0 if snap.state == name else 0.0)
+        yield state
+        yield _gauge("georelay_agent_healthy", "1 when /healthz answers 200",
+                     labels, 1.0 if snap.healthy else 0.0)
+        yield _gauge("georelay_agent_snapshot_age_seconds", "Age of the served snapshot",
+                     labels, snap.age())
+        yield _gauge("georelay_agent_draining", "Active drains", labels,
+                     float(sum(1 for d in doc["drains"] if d["active"])))
+        hp = doc["haproxy"]
+        yield _gauge("georelay_agent_haproxy_up", "1 when the Runtime API answers",
+                     labels, 1.0 if hp["up"] else 0.0)
+        yield _counter("georelay_agent_haproxy_reloads_seen",
+                       "HAProxy worker changes seen by this agent", labels, hp["reloads_seen"])
+        if hp["failed_reloads"] is not None:
+            yield _gauge("georelay_agent_haproxy_failed_reloads",
+                         "Failed reloads reported by the HAProxy master", labels,
+                         hp["failed_reloads"])
+        yield _gauge("georelay_agent_haproxy_config_pending",
+                     "1 when haproxy.cfg is newer than the running worker (past the grace)",
+                     labels, 1.0 if hp["config_pending"] else 0.0)
+        yield _gauge("georelay_agent_warnings", "Warnings in the snapshot", labels,
+                     float(len(doc["warnings"])))
+        svc = ["proxy", "region", "service", "backend"]
+        up = GaugeMetricFamily("georelay_agent_backend_up",
+                               "1 when the service's backend has a usable server (hysteresis)",
+                               labels=svc)
+        usable = GaugeMetricFamily("georelay_agent_backend_usable_servers",
+                                   "Servers taking new requests", labels=svc)
+        req = CounterMetricFamily("georelay_agent_backend_requests",
+                                  "HTTP requests of the backend (HAProxy req_tot)", labels=svc)
+        e5 = CounterMetricFamily("georelay_agent_backend_http_5xx",
+                                 "5xx answers of the backend (HAProxy hrsp_5xx)", labels=svc)
+        errs = CounterMetricFamily("georelay_agent_backend_errors",
+                                   "Connection/response errors and retries (econ/eresp/wretr)",
+                                   labels=[*svc, "kind"])
+        probe_up = GaugeMetricFamily("georelay_agent_probe_up",
+                                     "1 when the end-to-end probe passes (hysteresis)", labels=svc)
+        probe_s = GaugeMetricFamily("georelay_agent_probe_duration_seconds",
+                                    "Duration of the last end-to-end probe", labels=svc)
+        cert = GaugeMetricFamily("georelay_agent_certificate_expiry_timestamp_seconds",
+                                 "notAfter of the certificate the proxy serves", labels=svc)
+        for s in doc["services"]:
+            sl = [*labels, s["hostname"], s["backend"]]
+            up.add_metric(sl, 1.0 if s["up"] else 0.0)
+            usable.add_metric(sl, float(s["usable_servers"]))
+            if s["requests_total"] is not None:
+                req.add_metric(sl, float(s["requests_total"]))
+                e5.add_metric(sl, float(s["http_5xx_total"]))
+                for kind, value in s["errors"].items():
+                    errs.add_metric([*sl, kind], float(value))
+            p = s["probe"]
+            if p is not None:
+                probe_up.add_metric(sl, 1.0 if p["up"] else 0.0)
+                probe_s.add_metric(sl, p["duration_s"])
+                if p["cert_not_after"] is not None:
+                    cert.add_metric(sl, p["cert_not_after"])
+        yield from (up, usable, req, e5, errs, probe_up, probe_s, cert)
+
+
+def _gauge(name: str, doc: str, labels: list[str], value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc, labels=["proxy", "region"])
+    g.add_metric(labels, value)
+    return g
+
+
+def _counter(name: str, doc: str, labels: list[str], value: float) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, doc, labels=["proxy", "region"])
+    c.add_metric(labels, value)
+    return c
+
+
+class AgentMetrics:
+    """The registry /metrics serves, and the agent's own instruments."""
+
+    def __init__(self, current: Callable[[], Snapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(SnapshotCollector(current))
+        self.collections = Histogram(
+            "georelay_agent_collection_duration_seconds", "Duration of one observation",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry)
+        self.requests = Counter("georelay_agent_http_requests", "HTTP requests answered",
+                                ["path", "code"], registry=self.registry)
+        self.transitions = Counter("georelay_agent_state_transitions",
+                                   "Changes of the agent's state", ["to"],
+                                   registry=self.registry)
+        self.started = time.time()
+
+    def observed(self, duration_s: float) -> None:
+        self.collections.observe(duration_s)

@@ -1,0 +1,223 @@
+"""From observations to the one snapshot everybody reads: /healthz, /status.json, /metrics.
+
+States (docs/AGENT.md says what to do about each):
+  healthy    HAProxy answers, every service's backend has a usable server, probes pass.
+  unhealthy  one of those is not true (after `fall` observations in a row).
+  draining   an operator drained the proxy (georelay-agent drain); health is otherwise fine.
+  starting   nothing observed yet.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from georelay_agent import STATUS_SCHEMA_VERSION, __version__
+from georelay_agent.config import Config
+from georelay_agent.drains import active
+from georelay_agent.hysteresis import Hysteresis
+from georelay_agent.probe import ProbeResult
+
+if TYPE_CHECKING:
+    from georelay_agent.collector import Observation
+
+RATE_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: str  # healthy | unhealthy | draining | starting
+    reason: str | None
+    generated: float  # wall clock
+    generated_mono: float
+    doc: dict[str, Any]  # the status document without its age
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+    def age(self, now_mono: float | None = None) -> float:
+        return max(0.0, (time.monotonic() if now_mono is None else now_mono) -
+                   self.generated_mono)
+
+
+class State:
+    def __init__(self, config: Config, rise: int | None = None, fall: int | None = None) -> None:
+        self.config = config
+        self.hysteresis = Hysteresis(rise or config.rise, fall or config.fall)
+        self.started = time.time()
+        self.probes: dict[str, ProbeResult] = {}
+        self.window: collections.deque[tuple[float, dict[str, tuple[int, int]]]] = \
+            collections.deque()
+        self.worker_pid: int | None = None
+        self.reloads_seen = 0
+        self.first_failed: int | None = None
+        self.state = "starting"
+        self.since = self.started
+
+    def _agent(self) -> dict[str, Any]:
+        c = self.config
+        return {"version": __version__, "proxy": c.proxy, "region": c.region,
+                "pid": os.getpid(), "started": self.started, "interval_s": c.interval,
+                "rise": self.hysteresis.rise, "fall": self.hysteresis.fall}
+
+    def starting(self) -> Snapshot:
+        doc = {"schema_version": STATUS_SCHEMA_VERSION, "generated": self.started,
+               "agent": self._agent(), "state": "starting", "healthy": False,
+               "reason": "starting: nothing observed yet", "since": self.started,
+               "haproxy": {"up": False, "error": None, "pid": None, "version": None,
+                           "uptime_s": None, "reloads_seen": 0, "reloads": None,
+                           "failed_reloads": None, "config_pending": False},
+               "services": [], "drains": [], "warnings": [],
+               "collection": {"at": None, "duration_s": None, "problems": []}}
+        return Snapshot("starting", doc["reason"], self.started, time.monotonic(), doc)
+
+    def _rates(self, obs: Observation) -> dict[str, float | None]:
+        """5xx share of each backend's requests over the last RATE_WINDOW_S seconds."""
+        if obs.backends is None:
+            return {}
+        now = time.monotonic()
+        counters = {name: (b.requests_total, b.http_5xx_total) for name, b in obs.backends.items()}
+        if self.window and any(counters.get(n, (0, 0))[0] < v[0]
+                               for n, v in self.window[-1][1].items()):
+            self.window.clear()  # counters went back: a reload started a fresh worker
+        self.window.append((now, counters))
+        while len(self.window) > 2 and now - self.window[1][0] >= RATE_WINDOW_S:
+            self.window.popleft()
+        oldest = self.window[0][1]
+        rates: dict[str, float | None] = {}
+        for name, (req, err) in counters.items():
+            req0, err0 = oldest.get(name, (req, err))
+            dreq, derr = req - req0, err - err0
+            min_req = max(1, self.config.check.http_5xx_min_requests)
+            rates[name] = derr / dreq if dreq >= min_req else None
+        return rates
+
+    def _reloads(self, obs: Observation) -> bool:
+        """Count reloads (worker pid changes); True if the running config lags the file."""
+        if obs.info is None:
+            return False
+        pid = int(obs.info.get("Pid", "0") or 0)
+        if self.worker_pid is not None and pid != self.worker_pid:
+            self.reloads_seen += 1
+        self.worker_pid = pid
+        uptime = obs.info.get("Uptime_sec", "")
+        if obs.config_mtime is None or not uptime.isdigit():
+            return False
+        worker_start = obs.at - int(uptime)
+        return obs.config_mtime > worker_start + 1 and \
+            obs.at - obs.config_mtime > self.config.haproxy.reload_grace
+
+    def apply(self, obs: Observation) -> Snapshot:
+        c, h, now = self.config, self.hysteresis, obs.at
+        self.probes.update(obs.probes)
+        names = {"haproxy"}
+        haproxy = h.observe("haproxy", obs.haproxy_error is None,
+                            f"haproxy: runtime API {obs.haproxy_error}", now)
+        rates = self._rates(obs)
+        pending = self._reloads(obs)
+        warnings: list[str] = []
+        services: list[dict[str, Any]] = []
+        failing: list[str] = [] if haproxy.up else [haproxy.reason or "haproxy down"]
+        for s in c.services:
+            key = f"backend:{s.hostname}"
+            names.add(key)
+            b = obs.backends.get(s.backend) if obs.backends is not None else None
+            if obs.backends is not None:
+                if b is None:
+                    ok, why = False, f"{s.hostname}: backend {s.backend} is not in haproxy.cfg"
+                else:
+                    ok = b.usable_servers > 0
+                    detail = "; ".join(f"{sv.name} {sv.status} {sv.check_status} "
+                                       f"{sv.check_desc}".strip() for sv in b.servers)
+                    why = f"{s.hostname}: no usable server in {s.backend} ({detail})"
+                h.observe(key, ok, why, now)
+            st = h.get(key)
+            entry: dict[str, Any] = {
+                "hostname": s.hostname, "backend": s.backend, "domain": s.domain,
+                "up": st.up if st else False, "reason": st.reason if st else "not observed",
+                "since": st.since if st else None, "status": b.status if b else None,
+                "usable_servers": b.usable_servers if b else 0,
+                "servers": [{"name": sv.name, "status": sv.status,
+                             "check_status": sv.check_status, "check_code": sv.check_code,
+                             "check_desc": sv.check_desc,
+                             "last_change": None if sv.last_change_s is None
+                             else now - sv.last_change_s} for sv in (b.servers if b else [])],
+                "requests_total": b.requests_total if b else None,
+                "http_5xx_total": b.http_5xx_total if b else None,
+                "errors": {"connect": b.errors_connect, "response": b.errors_response,
+                           "retries": b.retries} if b else None,
+                "http_5xx_ratio": rates.get(s.backend), "probe": None}
+            if st and not st.up and haproxy.up:
+                failing.append(st.reason or key)
+            ratio = rates.get(s.backend)
+            if ratio is not None and ratio > c.check.http_5xx_warn_ratio:
+                warnings.append(f"{s.hostname}: {ratio:.1%} of requests answered 5xx in "
+                                f"the last {RATE_WINDOW_S:g}s")
+            result = self.probes.get(s.hostname) if s.probe_path and c.probe.enabled else None
+            if result is not None:
+                pkey = f"probe:{s.hostname}"
+                names.add(pkey)
+                if s.hostname in obs.probes:
+                    h.observe(pkey, result.ok, f"{s.hostname}: probe GET {s.probe_path} "
+                              f"through the proxy failed: {result.error}", now)
+                pst = h.get(pkey)
+                entry["probe"] = {"path": s.probe_path, "ok": result.ok,
+                                  "status": result.status, "duration_s": result.duration_s,
+                                  "error": result.error, "at": result.at,
+                                  "cert_not_after": result.cert_not_after,
+                                  "up": pst.up if pst else result.ok}
+                if pst and not pst.up and haproxy.up and st and st.up:
+                    failing.append(pst.reason or pkey)
+                if result.cert_not_after is not None:
+                    days = (result.cert_not_after - now) / 86400
+                    if days < c.check.cert_warn_days:
+                        warnings.append(f"{s.hostname}: certificate expires in {days:.1f} days")
+            services.append(entry)
+        h.forget(names)
+
+        proc = obs.proc
+        if proc is not None:
+            if self.first_failed is None:
+                self.first_failed = proc.failed_reloads
+            if proc.failed_reloads > self.first_failed:
+                warnings.append(f"haproxy: {proc.failed_reloads - self.first_failed} reload(s) "
+                                "failed since the agent started; see the haproxy log")
+        if pending:
+            warnings.append("haproxy: haproxy.cfg changed after the running worker started "
+                            "and no reload took it: the reload failed or never ran")
+        all_drains = obs.drains
+        on = active(all_drains, now)
+        if failing:
+            state, reason = "unhealthy", failing[0]
+        elif on:
+            more = f" (+{len(on) - 1} more)" if len(on) > 1 else ""
+            state, reason = "draining", f"draining: {on[0].reason}{more}"
+        else:
+            state, reason = "healthy", None
+        if state != self.state:
+            self.state, self.since = state, now
+        info = obs.info or {}
+        doc: dict[str, Any] = {
+            "schema_version": STATUS_SCHEMA_VERSION, "generated": now, "agent": self._agent(),
+            "state": state, "healthy": state == "healthy", "reason": reason,
+            "since": self.since,
+            "haproxy": {"up": haproxy.up, "error": obs.haproxy_error,
+                        "pid": int(info["Pid"]) if info.get("Pid", "").isdigit() else None,
+                        "version": info.get("Version"),
+                        "uptime_s": int(info["Uptime_sec"])
+                        if info.get("Uptime_sec", "").isdigit() else None,
+                        "reloads_seen": self.reloads_seen,
+                        "reloads": proc.reloads if proc else None,
+                        "failed_reloads": proc.failed_reloads if proc else None,
+                        "config_pending": pending},
+            "services": services,
+            "drains": [{**d.to_json(), "active": d.active(now)} for d in all_drains],
+            "warnings": warnings,
+            "collection": {"at": obs.at, "duration_s": obs.duration_s,
+                           "problems": obs.problems}}
+        return Snapshot(state, reason, now, time.monotonic(), doc, tuple(warnings))
