@@ -7,6 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 INVENTORY ?= inventories/demo
 LAB ?= .lab
 DEBS := haproxy curl ca-certificates
+BENCH_DEBS := nginx-light wrk util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The demo's Route53 is a local moto_server, reached the standard boto3 way.
 ROUTE53 ?= 127.0.9.1:5300
@@ -15,7 +16,7 @@ LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georela
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system demo demo-down lint test clean
+.PHONY: setup system demo demo-down lint test bench clean
 
 setup: system $(VENV)/.installed
 
@@ -57,6 +58,18 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest
+
+# Side by side on this machine: georelay's HAProxy, an nginx relay, the seed config, direct.
+# Writes docs/bench/latest.md; run it on a quiet machine (it takes about 10 minutes).
+bench: setup
+	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	@mkdir -p docs/bench
+	$(SUDO) $(BIN)/python -m georelay_lab.bench --duration $${BENCH_SECONDS:-10} --reps $${BENCH_REPS:-3} \
+	  --json docs/bench/latest.json | tee docs/bench/latest.log
+	@sed -n '/^wrk -t1/,$$p' docs/bench/latest.log > docs/bench/latest.md
+	@echo "Results: docs/bench/latest.md"
 
 clean: demo-down
 	rm -rf $(LAB)

@@ -101,6 +101,7 @@ class RuntimeAPI:
             deadline = time.monotonic() + self.read_timeout
             sock.settimeout(self.read_timeout)
             sock.sendall(command.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)  # the master CLI answers once it sees the end
             chunks: list[bytes] = []
             size = 0
             while True:

@@ -1,0 +1,268 @@
+"""`make bench`: georelay's generated HAProxy side by side with its alternatives, in one run.
+
+Targets, all on loopback, all relaying `fast.example.com` to an SNI-strict nginx standing in
+for the us-east-1 gateway (`us-east-1-fast.example.com`):
+
+1. georelay: the config the role generates (real ansible-playbook run), one proxy;
+2. nginx relay: the peer a user would pick (same job, same CPU: one worker);
+3. seed: seed 001's configuration (`option httpclose`);
+4. direct: wrk straight to the gateway (the limit).
+
+wrk runs in a private mount namespace whose /etc/hosts points the public name at the target,
+so SNI and Host are the real names without touching the machine's resolver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from georelay_lab import bench_configs as cfg
+from georelay_lab import certs, processes
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Result:
+    target: str
+    body: str
+    clients: str
+    rps: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+    @property
+    def rps_median(self) -> float:
+        return statistics.median(self.rps)
+
+
+def _ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", value)
+    assert m, value
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def parse_wrk(out: str) -> tuple[float, float, float, int]:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return rps, p50, p99, errors + (int(non2xx.group(1)) if non2xx else 0)
+
+
+class Bench:
+    def __init__(self, work: Path, duration: int, connections: int, reps: int) -> None:
+        self.work = work
+        self.duration = duration
+        self.connections = connections
+        self.reps = reps
+        self.a = cfg.Addresses()
+        self.certs = work / "certs"
+
+    # -- set-up -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.work.mkdir(parents=True, exist_ok=True)
+        ca = certs.authority(self.certs)
+        certs.ensure_server_pem(ca, self.certs / "public.pem", [cfg.PUBLIC])
+        certs.ensure_server_pem(ca, self.certs / "gateway.pem", [cfg.DOMAIN])
+        (self.work / "large.json").write_text('{"blob":"' + "y" * (cfg.LARGE_BYTES - 11) + '"}')
+        self._nginx("gateway", cfg.nginx_gateway(self.work, self.a, self.certs / "gateway.pem"))
+        self._nginx("nginx-relay", cfg.nginx_relay(self.work, self.a, self.certs / "public.pem",
+                                                   self.certs / "lab-ca.pem"))
+        seed = self.work / "seed.cfg"
+        seed.write_text(cfg.seed_haproxy(self.work, self.a, self.certs / "public.pem",
+                                         self.certs / "lab-ca.pem"))
+        processes.stop(self.work / "seed.pid")
+        subprocess.run(["/usr/sbin/haproxy", "-D", "-f", str(seed)], check=True)
+        self._deploy_georelay()
+        for ip, port in ((self.a.gateway, self.a.gateway_port), (self.a.relay, 443),
+                         (self.a.nginx, 443), (self.a.seed, 443)):
+            assert processes.wait_port(ip, port), f"nothing listens on {ip}:{port}"
+
+    def _nginx(self, name: str, conf: str) -> None:
+        path = self.work / f"{name}.conf"
+        path.write_text(conf)
+        processes.stop(self.work / f"{name}.pid")
+        subprocess.run(["/usr/sbin/nginx", "-c", str(path), "-t", "-q"], check=True)
+        subprocess.run(["/usr/sbin/nginx", "-c", str(path)], check=True)
+
+    def inventory(self, **tunables: object) -> Path:
+        """One georelay proxy, shaped like inventories/demo, pointed at the nginx gateway."""
+        inv = self.work / "inventory"
+        (inv / "group_vars").mkdir(parents=True, exist_ok=True)
+        hosts = {"all": {"children": {"us_east_1": {
+            "vars": {"aws_region": "us-east-1",
+                     "georelay_apigw_address": f"{self.a.gateway}:{self.a.gateway_port}"},
+            "hosts": {"bench-relay": {"public_ip": self.a.relay}}}}}}
+        (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+        (inv / "group_vars/all.yml").write_text(yaml.safe_dump({
+            "georelay_zone": "example.com",
+            "georelay_services": [{"hostname": cfg.PUBLIC,
+                                   "apigw_domain": "{region}-fast.example.com",
+                                   "health_path": "/ping"}],
+            "georelay_tls_pem": str(self.certs / "public.pem"),
+            "georelay_backend_ca": str(self.certs / "lab-ca.pem"),
+            "ansible_connection": "local", "ansible_become": False,
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            "georelay_service_manager": "process",
+            "georelay_root": str(self.work / "relay"),
+            "haproxy_bind_address": self.a.relay,
+            "georelay_agent_bind_address": self.a.relay,
+            "haproxy_nbthread": 1,  # equal CPU with the nginx relay's single worker
+            **tunables,
+        }))
+        return inv
+
+    def _deploy_georelay(self, **tunables: object) -> None:
+        proc = subprocess.run(
+            [str(BIN / "ansible-playbook"), "-i", str(self.inventory(**tunables)),
+             "playbooks/proxies.yml"], cwd=REPO, capture_output=True, text=True, check=False,
+            env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")})
+        if proc.returncode != 0:
+            raise SystemExit(f"deploying the georelay relay failed:\n{proc.stdout[-4000:]}")
+
+    def stop(self) -> None:
+        for pid in sorted(self.work.glob("**/*.pid")):
+            processes.stop(pid)
+
+    # -- measuring ----------------------------------------------------------------------
+    def wrk(self, ip: str, host: str, path: str, close: bool) -> str:
+        hosts = self.work / f"hosts-{ip}"
+        hosts.write_text(f"127.0.0.1 localhost\n{ip} {host}\n")
+        port = self.a.gateway_port if host == cfg.DOMAIN else 443
+        args = ["wrk", "-t1", f"-c{self.connections}", f"-d{self.duration}s", "--latency",
+                *(["-H", "Connection: close"] if close else []), f"https://{host}:{port}{path}"]
+        script = f'mount --bind {hosts} /etc/hosts && exec "$@"'
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "wrk", *args],
+                              capture_output=True, text=True, timeout=self.duration + 60,
+                              check=True)
+        return proc.stdout
+
+    def targets(self) -> list[tuple[str, str, str]]:
+        return [("georelay", self.a.relay, cfg.PUBLIC), ("nginx relay", self.a.nginx, cfg.PUBLIC),
+                ("seed 001", self.a.seed, cfg.PUBLIC), ("direct", self.a.gateway, cfg.DOMAIN)]
+
+    def run(self) -> list[Result]:
+        results = []
+        for clients, close in (("keep-alive", False), ("new conn/request", True)):
+            for body, path in (("small", "/small"), ("64 KiB", "/large")):
+                row = {name: Result(name, body, clients) for name, _, _ in self.targets()}
+                for _ in range(self.reps):  # interleaved: drift hits every target alike
+                    for name, ip, host in self.targets():
+                        rps, p50, p99, errors = parse_wrk(self.wrk(ip, host, path, close))
+                        r = row[name]
+                        r.rps.append(rps)
+                        r.p50_ms.append(p50)
+                        r.p99_ms.append(p99)
+                        r.errors += errors
+                        print(f"  {clients:17} {body:7} {name:12} {rps:9.0f} req/s "
+                              f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms errors {errors}",
+                              flush=True)
+                results.extend(row.values())
+        return results
+
+    def idle_memory(self, count: int) -> dict[str, float]:
+        """KiB per idle TLS client connection for both relays (RSS of their process trees)."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 1000), hard))
+        out = {}
+        ctx = ssl.create_default_context(cafile=str(self.certs / "lab-ca.pem"))
+        for name, ip, pid_file in (("georelay", self.a.relay, self.work / "relay/run/haproxy.pid"),
+                                   ("nginx relay", self.a.nginx, self.work / "nginx-relay.pid")):
+            pid = int(pid_file.read_text().split()[0])
+            before = tree_rss_kib(pid)
+            conns = []
+            for _ in range(count):
+                raw = socket.create_connection((ip, 443), timeout=10)
+                conns.append(ctx.wrap_socket(raw, server_hostname=cfg.PUBLIC))
+            time.sleep(1)
+            after = tree_rss_kib(pid)
+            for c in conns:
+                c.close()
+            out[name] = (after - before) / count
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return out
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of pid and its children (HAProxy workers, nginx workers)."""
+    total = 0
+    pids = [pid] + [int(p) for p in subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    for p in pids:
+        status = Path(f"/proc/{p}/status").read_text()
+        total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+    return total
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):.0f}–{max(values):.0f}"
+
+
+def markdown(results: list[Result], memory: dict[str, float], idle: int, duration: int,
+             connections: int, reps: int) -> str:
+    by = {(r.target, r.body, r.clients): r for r in results}
+    lines = [f"wrk -t1 -c{connections} -d{duration}s, {reps} interleaved repetitions per cell "
+             "(median, min–max); relays with one thread/worker each; gateway: nginx, 1 worker.",
+             "",
+             "| clients | body | target | req/s (median) | spread | p50 ms | p99 ms | errors "
+             "| vs nginx | vs seed | vs direct |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        nginx = by[("nginx relay", r.body, r.clients)].rps_median
+        seed = by[("seed 001", r.body, r.clients)].rps_median
+        direct = by[("direct", r.body, r.clients)].rps_median
+        lines.append(f"| {r.clients} | {r.body} | {r.target} | {r.rps_median:.0f} | "
+                     f"{spread(r.rps)} | {statistics.median(r.p50_ms):.2f} | "
+                     f"{statistics.median(r.p99_ms):.2f} | {r.errors} | "
+                     f"{r.rps_median / nginx:.2f}x | {r.rps_median / seed:.1f}x | "
+                     f"{r.rps_median / direct:.2f}x |")
+    lines += ["", f"Memory per 10k idle TLS client connections (measured with {idle}, scaled): "
+              + ", ".join(f"{k} {v * 10000 / 1024:.0f} MiB" for k, v in memory.items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--idle", type=int, default=8000)
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "georelay-bench")
+    ap.add_argument("--json", type=Path, help="also write raw results here")
+    args = ap.parse_args(argv)
+    bench = Bench(args.work, args.duration, args.connections, args.reps)
+    try:
+        print("setting up gateway, georelay relay (ansible-playbook), nginx relay, seed ...")
+        bench.prepare()
+        results = bench.run()
+        memory = bench.idle_memory(args.idle)
+    finally:
+        bench.stop()
+    text = markdown(results, memory, args.idle, args.duration, args.connections, args.reps)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+
+
+if __name__ == "__main__":
+    main()

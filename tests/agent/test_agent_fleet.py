@@ -1,0 +1,179 @@
+"""The agent on a deployed two-region fleet: real haproxy, real TLS, the lab's gateways.
+
+Route53's view is the public listener: https://<public name>/healthz on the proxy address.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import jsonschema
+import pytest
+from agent_support import AgentFleet
+
+from georelay_agent.schema import STATUS_SCHEMA
+from support import recap
+
+NAGIOS = re.compile(r"^GEORELAY-AGENT (OK|WARNING|CRITICAL|UNKNOWN) - ([^|]+?)(?: \| (.*))?$")
+PERF = re.compile(r"^('[^']+'|[^ '=]+)=(-?[\d.]+)(s|%|B|KB|MB|TB|c)?(;[^; ]*){0,4}$")
+
+
+def parse_nagios(line: str) -> tuple[str, str, list[str]]:
+    m = NAGIOS.match(line.strip())
+    assert m, f"not a Nagios plugin line: {line!r}"
+    perf = (m.group(3) or "").split()
+    for item in perf:
+        assert PERF.match(item), f"bad perfdata {item!r} in {line!r}"
+    return m.group(1), m.group(2), perf
+
+
+def test_all_healthy_answers_200_through_the_public_listener(agent_fleet: AgentFleet) -> None:
+    for proxy in agent_fleet.proxy_names():
+        agent_fleet.wait_public(proxy, 200, timeout=5)
+        for hostname in ("fast.example.com", "api.example.com"):
+            code, body = agent_fleet.public_healthz(proxy, hostname)
+            assert (code, body) == (200, "georelay-healthy\n")
+        assert agent_fleet.agent_get(proxy, "/live")[0] == 200
+
+
+def test_a_region_losing_its_gateway_fails_within_3s_and_recovers_within_3s(
+        agent_fleet: AgentFleet, record_property: pytest.RecordProperty) -> None:
+    lab = agent_fleet.lab()
+    for proxy in agent_fleet.proxy_names():
+        agent_fleet.wait_public(proxy, 200, timeout=5)
+    start = time.monotonic()
+    assert lab.stop_gateway("us-west-2")
+    down_s, body = agent_fleet.wait_public("w1", 503, timeout=3)
+    down_s = time.monotonic() - start
+    record_property("gateway_down_to_503_s", round(down_s, 2))
+    assert down_s <= 3.0, f"503 after {down_s:.2f}s"
+    assert "us-west-2-" in body or "fast.example.com" in body, body
+    # The other region is untouched.
+    assert agent_fleet.public_healthz("e1")[0] == 200
+    # The probe (through HAProxy to the gateway) sees it first; HAProxy's own checks
+    # (every 500 ms, fall 2) take the gateway servers DOWN right after.
+    deadline = time.monotonic() + 3
+    while True:
+        status = agent_fleet.status("w1")
+        assert status["state"] == "unhealthy" and not status["healthy"]
+        if all(not s["up"] and s["usable_servers"] == 0 for s in status["services"]):
+            break
+        assert time.monotonic() < deadline, status["services"]
+        time.sleep(0.1)
+    assert "no usable server" in agent_fleet.public_healthz("w1")[1]
+
+    lab.start_gateway(lab.fleet.region("us-west-2"))  # returns once the gateway listens
+    start = time.monotonic()
+    up_s, body = agent_fleet.wait_public("w1", 200, timeout=3)
+    up_s = time.monotonic() - start
+    record_property("gateway_back_to_200_s", round(up_s, 2))
+    print(f"\nw1: gateway stopped -> 503 in {down_s:.2f}s; restarted -> 200 in {up_s:.2f}s")
+    assert up_s <= 3.0, f"200 after {up_s:.2f}s"
+    assert body == "georelay-healthy\n"
+
+
+def test_drain_with_reason_expiry_and_undrain(agent_fleet: AgentFleet) -> None:
+    agent_fleet.wait_public("e1", 200, timeout=5)
+    out = agent_fleet.agent_cli("e1", "drain", "--reason", "kernel upgrade CHG-1234")
+    assert out.returncode == 0, out.stderr
+    _, body = agent_fleet.wait_public("e1", 503, timeout=2)
+    assert body == "draining: kernel upgrade CHG-1234\n"
+    # Existing traffic continues: the proxy still relays.
+    assert agent_fleet.fetch("e1", "fast.example.com", "/hello").status == 200
+    status = agent_fleet.status("e1")
+    assert status["state"] == "draining"
+    (drain,) = status["drains"]
+    assert drain["reason"] == "kernel upgrade CHG-1234" and drain["active"]
+    assert drain["who"] and drain["created"] > 0 and drain["expires"] is None
+    listing = agent_fleet.agent_cli("e1", "drains")
+    assert "kernel upgrade CHG-1234" in listing.stdout and "active" in listing.stdout
+
+    check = agent_fleet.agent_cli("e1", "check")
+    word, summary, _ = parse_nagios(check.stdout)
+    assert (check.returncode, word) == (1, "WARNING")
+    assert "draining: kernel upgrade CHG-1234" in summary
+
+    assert agent_fleet.agent_cli("e1", "undrain").returncode == 0
+    agent_fleet.wait_public("e1", 200, timeout=2)
+
+    # A drain that expires: 503 while it lasts, 200 after, without anybody undraining.
+    out = agent_fleet.agent_cli("e1", "drain", "--reason", "short", "--expires", "2s",
+                                "--id", "short")
+    assert out.returncode == 0, out.stderr
+    _, body = agent_fleet.wait_public("e1", 503, timeout=2)
+    assert body == "draining: short\n"
+    agent_fleet.wait_public("e1", 200, timeout=4)
+    listing = agent_fleet.agent_cli("e1", "drains", "--json")
+    assert [d["active"] for d in json.loads(listing.stdout)] == [False]
+    assert agent_fleet.agent_cli("e1", "undrain", "short").returncode == 0
+
+
+def test_drain_requires_a_reason(agent_fleet: AgentFleet) -> None:
+    out = agent_fleet.agent_cli("e1", "drain", "--reason", "   ")
+    assert out.returncode == 2 and "--reason is required" in out.stderr
+    assert agent_fleet.agent_cli("e1", "drain").returncode == 2  # argparse: missing --reason
+
+
+def test_status_json_is_versioned_and_matches_its_schema(agent_fleet: AgentFleet) -> None:
+    status = agent_fleet.status("e1")
+    jsonschema.validate(status, STATUS_SCHEMA)
+    assert status["schema_version"] == 1
+    assert status["agent"]["proxy"] == "e1" and status["agent"]["region"] == "us-east-1"
+    assert {s["hostname"] for s in status["services"]} == {"fast.example.com",
+                                                            "api.example.com"}
+    for s in status["services"]:
+        assert s["servers"][0]["check_status"] == "L7OK"
+        assert s["probe"]["ok"] and s["probe"]["cert_not_after"] > time.time()
+    assert status["haproxy"]["up"] and status["haproxy"]["failed_reloads"] == 0
+    assert 0 <= status["snapshot_age_s"] < 2
+
+
+def test_metrics_are_prometheus_text(agent_fleet: AgentFleet) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, body = agent_fleet.agent_get("e1", "/metrics")
+    assert code == 200
+    families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    healthy = families["georelay_agent_healthy"].samples[0]
+    assert healthy.labels == {"proxy": "e1", "region": "us-east-1"} and healthy.value == 1
+    up = {s.labels["service"]: s.value for s in families["georelay_agent_backend_up"].samples}
+    assert up == {"fast.example.com": 1.0, "api.example.com": 1.0}
+    assert "georelay_agent_collection_duration_seconds" in families
+    assert "georelay_agent_backend_http_5xx" in families
+
+
+def test_no_control_over_http(agent_fleet: AgentFleet) -> None:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(agent_fleet.agent_url("e1", "/healthz"), data=b"x",
+                                 method="POST")
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(req, timeout=5)
+    assert exc.value.code == 405
+
+
+def test_check_ok_with_perfdata_and_json(agent_fleet: AgentFleet) -> None:
+    agent_fleet.wait_public("e1", 200, timeout=5)
+    out = agent_fleet.agent_cli("e1", "check")
+    word, summary, perf = parse_nagios(out.stdout)
+    assert (out.returncode, word) == (0, "OK"), out.stdout + out.stderr
+    assert "e1 (us-east-1)" in summary
+    labels = {p.split("=")[0] for p in perf}
+    assert {"services_up", "'fast.example.com_usable_servers'", "'fast.example.com_probe'",
+            "'fast.example.com_cert_days'", "drains", "collection"} <= labels
+    out = agent_fleet.agent_cli("e1", "check", "--json")
+    assert out.returncode == 0
+    doc = json.loads(out.stdout)
+    jsonschema.validate(doc, STATUS_SCHEMA)
+    assert doc["check"]["status"] == "OK" and doc["check"]["agent_http_status"] == 200
+
+
+def test_second_run_changes_nothing(agent_fleet: AgentFleet) -> None:
+    pids = {p: agent_fleet.status(p)["agent"]["pid"] for p in agent_fleet.proxy_names()}
+    proc = agent_fleet.deploy()
+    for host, counts in recap(proc.stdout).items():
+        assert counts["changed"] == 0, (host, proc.stdout[-4000:])
+    assert pids == {p: agent_fleet.status(p)["agent"]["pid"] for p in agent_fleet.proxy_names()}
