@@ -14,7 +14,7 @@ from typing import Any
 
 from georelay_model import Fleet, InventoryError, Problem, Region, Service, fleet_from_hostvars
 from georelay_model.contract import VARS
-from georelay_model.load import REGION_RE, _Reader, _services, is_dns_name
+from georelay_model.load import REGION_RE, Reader, is_dns_name, read_services
 
 MODES = ("proxy", "direct")
 # Regions Route53 health checkers run from (HealthCheckConfig.Regions).
@@ -119,9 +119,9 @@ def _fleet_wide(hostvars: Mapping[str, Mapping[str, Any]]) -> tuple[dict[str, An
 def _direct_fleet(raw: Mapping[str, Any]) -> tuple[Fleet | None, list[Problem]]:
     """Direct mode has no proxies: zone and services (the model's rules), regions from
     georelay_dns_direct_targets."""
-    r = _Reader(rendered=False)
+    r = Reader(rendered=False)
     zone = r.dns_name("all", "georelay_zone", raw.get("georelay_zone"))
-    services = _services(r, raw.get("georelay_services"), zone)
+    services = read_services(r, raw.get("georelay_services"), zone)
     targets = raw.get("georelay_dns_direct_targets")
     regions: list[Region] = []
     if isinstance(targets, Mapping):

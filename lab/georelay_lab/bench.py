@@ -213,14 +213,14 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def spread(values: list[float]) -> str:
-    return f"{min(values):.0f}–{max(values):.0f}"
+    return f"{min(values):.0f}-{max(values):.0f}"
 
 
 def markdown(results: list[Result], memory: dict[str, float], idle: int, duration: int,
              connections: int, reps: int) -> str:
     by = {(r.target, r.body, r.clients): r for r in results}
     lines = [f"wrk -t1 -c{connections} -d{duration}s, {reps} interleaved repetitions per cell "
-             "(median, min–max); relays with one thread/worker each; gateway: nginx, 1 worker.",
+             "(median, min-max); relays with one thread/worker each; gateway: nginx, 1 worker.",
              "",
              "| clients | body | target | req/s (median) | spread | p50 ms | p99 ms | errors "
              "| vs nginx | vs seed | vs direct |",

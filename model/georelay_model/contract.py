@@ -108,7 +108,8 @@ VARS: tuple[Var, ...] = (
 # meta/argument_specs.yml). Listed so a misspelt one is caught, not silently ignored.
 ROLE_TUNABLES: tuple[str, ...] = (
     "haproxy_templates_dir", "haproxy_binary", "haproxy_package", "haproxy_user",
-    "haproxy_group", "haproxy_nbthread", "haproxy_maxconn", "haproxy_log_level", "haproxy_hard_stop_after",
+    "haproxy_group", "haproxy_nbthread", "haproxy_maxconn", "haproxy_log_level",
+    "haproxy_hard_stop_after",
     "haproxy_close_spread_time", "haproxy_timeout_connect", "haproxy_timeout_client",
     "haproxy_timeout_server", "haproxy_timeout_http_request",
     "haproxy_timeout_http_keep_alive", "haproxy_timeout_queue", "haproxy_timeout_check",

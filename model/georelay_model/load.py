@@ -40,7 +40,7 @@ def is_jinja(value: object) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
-class _Reader:
+class Reader:
     """Reads and checks values, remembering every problem instead of stopping at the first."""
 
     def __init__(self, rendered: bool) -> None:
@@ -103,7 +103,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
     ``ansible-inventory --list`` output, where Jinja is still raw text, so path variables
     that only the role uses are taken as they are.
     """
-    r = _Reader(rendered)
+    r = Reader(rendered)
     proxies_vars = {h: v for h, v in sorted(hostvars.items()) if "aws_region" in v}
     if not proxies_vars:
         r.problem("inventory", "aws_region", "no host has aws_region, so there are no proxies",
@@ -114,7 +114,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
         _check_spelling(r, host, hv)
     fleet_vars = _fleet_vars(r, proxies_vars)
     zone = r.dns_name("all", "georelay_zone", fleet_vars.get("georelay_zone"))
-    services = _services(r, fleet_vars.get("georelay_services"), zone)
+    services = read_services(r, fleet_vars.get("georelay_services"), zone)
     tls_pem = _path(r, "georelay_tls_pem", fleet_vars.get("georelay_tls_pem"), required=True)
     backend_ca = _path(r, "georelay_backend_ca", fleet_vars.get("georelay_backend_ca"),
                        required=False)
@@ -142,7 +142,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
                  backend_ca=backend_ca)
 
 
-def _check_spelling(r: _Reader, host: str, hv: Mapping[str, Any]) -> None:
+def _check_spelling(r: Reader, host: str, hv: Mapping[str, Any]) -> None:
     for name in hv:
         if name.startswith(("georelay_", "haproxy_")) and name not in KNOWN:
             close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.85)
@@ -151,7 +151,7 @@ def _check_spelling(r: _Reader, host: str, hv: Mapping[str, Any]) -> None:
                           f"did you mean {close[0]}?")
 
 
-def _fleet_vars(r: _Reader, proxies_vars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _fleet_vars(r: Reader, proxies_vars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Fleet-wide variables must be the same on every proxy (set them in all vars)."""
     out: dict[str, Any] = {}
     first = next(iter(proxies_vars))
@@ -166,7 +166,7 @@ def _fleet_vars(r: _Reader, proxies_vars: Mapping[str, Mapping[str, Any]]) -> di
     return out
 
 
-def _services(r: _Reader, raw: object, zone: str) -> tuple[Service, ...]:
+def read_services(r: Reader, raw: object, zone: str) -> tuple[Service, ...]:
     where = "all"
     if raw is None or raw == []:
         r.problem(where, "georelay_services", "is not set or empty",
@@ -211,7 +211,7 @@ def _services(r: _Reader, raw: object, zone: str) -> tuple[Service, ...]:
     return tuple(services)
 
 
-def _apigw_pattern(r: _Reader, at: str, raw: object, hostname: str) -> str | None:
+def _apigw_pattern(r: Reader, at: str, raw: object, hostname: str) -> str | None:
     pattern = r.string(at, "apigw_domain", raw, required=True)
     if pattern is None:
         return None
@@ -238,7 +238,7 @@ def _apigw_pattern(r: _Reader, at: str, raw: object, hostname: str) -> str | Non
     return pattern
 
 
-def _path(r: _Reader, field: str, raw: object, *, required: bool) -> str | None:
+def _path(r: Reader, field: str, raw: object, *, required: bool) -> str | None:
     if not r.rendered:
         return raw if isinstance(raw, str) else None  # only the role uses file paths
     value = r.string("all", field, raw, required=required)
@@ -249,7 +249,7 @@ def _path(r: _Reader, field: str, raw: object, *, required: bool) -> str | None:
     return posixpath.normpath(value) if value else value
 
 
-def _proxy(r: _Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
+def _proxy(r: Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
     before = len(r.problems)
     region = r.string(host, "aws_region", hv.get("aws_region"), required=True) or ""
     if region and not REGION_RE.match(region):
@@ -325,7 +325,7 @@ def _proxy(r: _Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
                  agent=Endpoint(agent_bind, agent_port))
 
 
-def _endpoint(r: _Reader, host: str, raw: object) -> Endpoint | None:
+def _endpoint(r: Reader, host: str, raw: object) -> Endpoint | None:
     value = r.string(host, "georelay_apigw_address", raw, required=False)
     if value is None:
         return None
@@ -343,7 +343,7 @@ def _endpoint(r: _Reader, host: str, raw: object) -> Endpoint | None:
     return endpoint
 
 
-def _check_fleet(r: _Reader, services: tuple[Service, ...], regions: tuple[Region, ...]) -> None:
+def _check_fleet(r: Reader, services: tuple[Service, ...], regions: tuple[Region, ...]) -> None:
     endpoints: dict[tuple[str, int], str] = {}
     for region in regions:
         for proxy in region.proxies:
