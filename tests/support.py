@@ -27,7 +27,30 @@ from georelay_lab.fleet_lab import down as lab_down
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-_nets = itertools.count(60 + os.getpid() % 40)
+NETS_DIR = Path("/tmp/georelay-test-nets")
+
+
+def claim_net() -> int:
+    """A loopback /24 no other live test process holds (several pytest runs may share a
+    machine; HAProxy binds with SO_REUSEPORT, so a shared address would split traffic)."""
+    NETS_DIR.mkdir(exist_ok=True)
+    for net in itertools.chain(range(30 + os.getpid() % 200, 230), range(30, 230)):
+        claim = NETS_DIR / str(net)
+        try:
+            claim.mkdir()
+        except FileExistsError:
+            try:
+                holder = int((claim / "pid").read_text())
+                os.kill(holder, 0)
+                continue  # held by a live process
+            except FileNotFoundError:
+                if time.time() - claim.stat().st_mtime < 60:
+                    continue  # being claimed right now
+            except (OSError, ValueError):
+                pass  # stale claim of a dead process: take it over
+        (claim / "pid").write_text(str(os.getpid()))
+        return net
+    raise RuntimeError("no free loopback /24 for a test fleet")
 
 SERVICES = [
     {"hostname": "fast.example.com", "apigw_domain": "{region}-fast.example.com",
@@ -85,7 +108,7 @@ class LabFleet:
     all_vars: dict[str, Any] = field(default_factory=dict)
     https_port: int = 8443
     http_port: int = 8080
-    net: int = field(default_factory=lambda: next(_nets))
+    net: int = field(default_factory=claim_net)
     apigw: dict[str, str] = field(default_factory=dict)  # region -> address, else the lab's
 
     def apigw_address(self, region: str) -> str:
@@ -214,3 +237,6 @@ class LabFleet:
 
     def down(self) -> None:
         lab_down(self.lab_dir)
+        claim = NETS_DIR / str(self.net)
+        (claim / "pid").unlink(missing_ok=True)
+        claim.rmdir()
