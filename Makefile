@@ -41,6 +41,8 @@ demo: setup
 	$(LAB_AWS) $(BIN)/ansible-playbook -i $(INVENTORY) playbooks/site.yml
 	@echo; echo "== A request through every proxy, as the regional gateway received it =="
 	$(BIN)/georelay-lab show -i $(INVENTORY) --lab-dir $(LAB)
+	@echo; echo "== Each proxy's health agent: /healthz as Route53 asks it, and the cron check =="
+	$(BIN)/georelay-lab health -i $(INVENTORY) --lab-dir $(LAB)
 	@echo; echo "== Route53 (stand-in): the live tree =="
 	$(LAB_AWS) $(BIN)/georelay-dns status -i $(INVENTORY)
 	@echo; echo "== What Route53 answers users near us-east-1 when use1-a dies =="

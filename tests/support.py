@@ -179,6 +179,7 @@ class LabFleet:
             "haproxy_https_port": self.https_port,
             "haproxy_http_port": self.http_port,
             "haproxy_check_interval": "500ms",
+            "georelay_agent_probe_ca_file": self.ca_file,  # the agent's end-to-end probe
             **self.all_vars,
             **all_vars,
         }

@@ -102,7 +102,7 @@ def evaluate(config: Config) -> Result:
     now = time.time()
     gatherer = Gatherer(config)
     try:
-        obs = gatherer.observe(force_probe=True)
+        obs = gatherer.observe(wait_for_probes=True)
     finally:
         gatherer.close()
     snap = State(config, rise=1, fall=1).apply(obs)

@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 def _check(config: Config, as_json: bool, write: str | None) -> int:
     from georelay_agent.check import run
 
-    result = run(config)
+    try:
+        result = run(config)
+    except Exception as exc:  # the plugin's own failure is UNKNOWN, never a false state
+        print(f"GEORELAY-AGENT UNKNOWN - check failed: {type(exc).__name__}: {exc}")
+        return 3
     payload = result.document if result.document is not None else {
         "check": {"status": "UNKNOWN", "exit_code": result.code, "summary": result.summary}}
     if write:

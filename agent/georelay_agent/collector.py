@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,23 +55,40 @@ class Gatherer:
                                        thread_name_prefix="probe") \
             if config.probe.enabled and self.probed else None
         self.next_probe = 0.0
+        self.in_flight: dict[str, Future[ProbeResult]] = {}
         self._context = tls_context(config.probe.ca_file) if self.pool else None
 
     def close(self) -> None:
         if self.pool:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def observe(self, force_probe: bool = False) -> Observation:
+    def _start_probes(self, now: float) -> None:
+        if self.pool is None or self._context is None or self.in_flight or \
+                now < self.next_probe:
+            return
+        self.next_probe = now + self.config.probe.interval
+        p = self.config.probe
+        for s in self.probed:
+            self.in_flight[s.hostname] = self.pool.submit(
+                probe, p.address, p.port, s.hostname, s.probe_path or "/",
+                timeout=p.timeout, context=self._context, expect_status=p.expect_status)
+
+    def _finished_probes(self, wait: bool) -> dict[str, ProbeResult]:
+        done: dict[str, ProbeResult] = {}
+        for hostname, future in list(self.in_flight.items()):
+            if wait or future.done():
+                # probe() bounds itself by its timeout and never raises
+                done[hostname] = future.result(timeout=self.config.probe.timeout + 5)
+                del self.in_flight[hostname]
+        return done
+
+    def observe(self, wait_for_probes: bool = False) -> Observation:
+        """One observation. Probes run beside it, so a slow probe (HAProxy retrying a dead
+        gateway) never delays what the Runtime API shows; their results are taken when they
+        are done (at once with wait_for_probes, for one-shot checks)."""
         start = time.monotonic()
         obs = Observation(at=time.time())
-        futures = {}
-        if self.pool and self._context and (force_probe or start >= self.next_probe):
-            self.next_probe = start + self.config.probe.interval
-            p = self.config.probe
-            for s in self.probed:
-                futures[s.hostname] = self.pool.submit(
-                    probe, p.address, p.port, s.hostname, s.probe_path or "/",
-                    timeout=p.timeout, context=self._context, expect_status=p.expect_status)
+        self._start_probes(start)
         try:
             obs.info = self.api.info()
             obs.backends = self.api.stat()
@@ -89,9 +106,7 @@ class Gatherer:
                 obs.problems.append(f"haproxy config: {exc.strerror or exc}")
         obs.drains, problems = drains.read(Path(self.config.drain_dir))
         obs.problems += problems
-        for hostname, future in futures.items():
-            # probe() bounds itself by its timeout and never raises
-            obs.probes[hostname] = future.result(timeout=self.config.probe.timeout + 5)
+        obs.probes = self._finished_probes(wait_for_probes)
         obs.duration_s = time.monotonic() - start
         return obs
 

@@ -42,6 +42,19 @@ def up(inventory: str, lab_dir: str) -> None:
 @main.command()
 @click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+def health(inventory: str, lab_dir: str) -> None:
+    """Each proxy's /healthz through its public listener, and its agent's Nagios check."""
+    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    failures = 0
+    for line, ok in lab.health():
+        click.echo(line)
+        failures += not ok
+    sys.exit(1 if failures else 0)
+
+
+@main.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 @click.option("--listen", default="127.0.9.1:5300", show_default=True,
               help="ip:port for the Route53 stand-in.")
 def route53(inventory: str, lab_dir: str, listen: str) -> None:

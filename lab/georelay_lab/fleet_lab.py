@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,6 +100,27 @@ class FleetLab:
                        f"Host={echo['host']} SNI={echo['sni']} "
                        f"X-Forwarded-Host={echo['x_forwarded_host']} "
                        f"X-Forwarded-For={echo['x_forwarded_for']}"), True
+
+    def health(self) -> Iterator[tuple[str, bool]]:
+        """/healthz through each proxy's public listener (as Route53 asks), and the agent's
+        Nagios check. Proxies of the lab live in <lab dir>/proxies/<host> (the demo's
+        georelay_root)."""
+        hostname = self.fleet.services[0].hostname
+        for proxy in self.fleet.proxies:
+            root = self.lab_dir / "proxies" / proxy.name
+            try:
+                reply = client.fetch(proxy.public_address, proxy.https_port, hostname,
+                                     "/healthz", ca_file=str(self.ca_file))
+                seen = f"{reply.status} {reply.body.decode(errors='replace').strip()}"
+                ok = reply.status == 200
+            except OSError as exc:
+                seen, ok = f"FAILED: {exc}", False
+            check = subprocess.run(
+                [str(root / "opt/georelay-agent/venv/bin/georelay-agent"), "check", "--config",
+                 str(root / "etc/georelay-agent/agent.json")],
+                capture_output=True, text=True, check=False)
+            yield (f"{proxy.name:8} https://{hostname}/healthz -> {seen}\n"
+                   f"{'':8} check (exit {check.returncode}): {check.stdout.strip()}"), ok
 
 
 def down(lab_dir: Path) -> list[str]:

@@ -30,9 +30,10 @@ def agent_fleet() -> Iterator[AgentFleet]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_agent_fleet() -> Iterator[AgentFleet]:
-    """One proxy, for tests that break it. Its root has a cron directory (cron 'exists')."""
+    """One proxy, for the tests that break it (in order: the last one kills HAProxy).
+    Its root has a cron directory, so the role installs the cron entry there."""
     base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
     fleet = make_fleet(base)
     try:

@@ -171,9 +171,53 @@ def test_check_ok_with_perfdata_and_json(agent_fleet: AgentFleet) -> None:
     assert doc["check"]["status"] == "OK" and doc["check"]["agent_http_status"] == 200
 
 
+def test_a_hitless_reload_keeps_healthz_200_and_is_counted(agent_fleet: AgentFleet) -> None:
+    from support import unix_cli
+
+    agent_fleet.wait_public("e1", 200, timeout=5)
+    before = agent_fleet.status("e1")["haproxy"]
+    unix_cli(agent_fleet.master_socket("e1"), "reload", timeout=10)  # as the role reloads
+    answers: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        answers.append(agent_fleet.agent_get("e1", "/healthz"))
+        time.sleep(0.02)
+    after = agent_fleet.status("e1")["haproxy"]
+    assert {code for code, _ in answers} == {200}, [a for a in answers if a[0] != 200]
+    assert after["pid"] != before["pid"]
+    assert after["reloads_seen"] == before["reloads_seen"] + 1
+    assert after["reloads"] == before["reloads"] + 1 and after["failed_reloads"] == 0
+
+
 def test_second_run_changes_nothing(agent_fleet: AgentFleet) -> None:
     pids = {p: agent_fleet.status(p)["agent"]["pid"] for p in agent_fleet.proxy_names()}
     proc = agent_fleet.deploy()
+    changed = [block.split("\n", 1)[0] + " " + line
+               for block in re.split(r"\n(?=TASK |RUNNING HANDLER )", proc.stdout)
+               for line in block.splitlines() if line.startswith("changed:")]
     for host, counts in recap(proc.stdout).items():
-        assert counts["changed"] == 0, (host, proc.stdout[-4000:])
+        assert counts["changed"] == 0, (host, changed)
     assert pids == {p: agent_fleet.status(p)["agent"]["pid"] for p in agent_fleet.proxy_names()}
+
+
+def test_healthz_under_200_requests_per_second_for_10s_has_no_error(
+        agent_fleet: AgentFleet, record_property: pytest.RecordProperty) -> None:
+    """Route53's path: a new TLS connection per request through the public listener."""
+    import subprocess
+    import sys
+
+    from support import REPO
+
+    agent_fleet.wait_public("e1", 200, timeout=5)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "agent/bench_healthz.py"), "--address",
+         agent_fleet.address("e1"), "--port", str(agent_fleet.https_port), "--host",
+         "fast.example.com", "--ca-file", agent_fleet.ca_file, "--rate", "200",
+         "--duration", "10"], capture_output=True, text=True, timeout=60, check=False)
+    result = json.loads(proc.stdout)
+    print(f"\n/healthz load: {json.dumps(result)}")
+    for key in ("requests", "errors", "p50_ms", "p99_ms", "max_ms", "achieved_rps"):
+        record_property(f"load_{key}", result[key])
+    assert result["requests"] == 2000 and result["answered"] == 2000
+    assert result["errors"] == 0, result["error_kinds"]
+    assert result["status_codes"] == {"200": 2000}

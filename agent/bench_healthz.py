@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Open-loop load on /healthz: a fixed request rate for a fixed time, then the numbers.
+
+Each request is scheduled at start + i/rate (not when the previous one ended), so a slow
+answer cannot lower the offered load, and its latency is measured from its scheduled time
+(no coordinated omission). Like Route53's checkers, every request uses a new connection.
+
+  # through the proxy's public TLS listener (what Route53 reaches):
+  python agent/bench_healthz.py --address 127.0.1.1 --port 443 --host fast.example.com \
+      --ca-file .lab/certs/lab-ca.pem --rate 200 --duration 10
+  # straight to the agent:
+  python agent/bench_healthz.py --url http://127.0.1.1:8405/healthz --rate 200 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import ssl
+import statistics
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+
+class _Pinned(http.client.HTTPSConnection):
+    def __init__(self, address: str, port: int, host: str, ctx: ssl.SSLContext,
+                 timeout: float) -> None:
+        super().__init__(host, port, context=ctx, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        ctx: ssl.SSLContext = self._context  # type: ignore[attr-defined]
+        self.sock = ctx.wrap_socket(sock, server_hostname=self.host)
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    if args.url:
+        u = urlsplit(args.url)
+        path = u.path or "/"
+
+        def connect() -> http.client.HTTPConnection:
+            return http.client.HTTPConnection(u.hostname or "", u.port or 80,
+                                              timeout=args.timeout)
+    else:
+        path = args.path
+        ctx = ssl.create_default_context(cafile=args.ca_file)
+        ctx.set_alpn_protocols(["http/1.1"])
+
+        def connect() -> http.client.HTTPConnection:
+            return _Pinned(args.address, args.port, args.host, ctx, args.timeout)
+
+    total = int(args.rate * args.duration)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    codes: dict[int, int] = {}
+    lock = threading.Lock()
+    next_i = [0]
+    start = time.monotonic() + 0.2
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next_i[0]
+                next_i[0] += 1
+            if i >= total:
+                return
+            due = start + i / args.rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            conn = connect()
+            try:
+                conn.request("GET", path, headers={"User-Agent": "georelay-bench"})
+                resp = conn.getresponse()
+                resp.read()
+                elapsed = time.monotonic() - due
+                with lock:
+                    codes[resp.status] = codes.get(resp.status, 0) + 1
+                    latencies.append(elapsed)
+                    if resp.status != args.expect:
+                        errors[f"HTTP {resp.status}"] = errors.get(f"HTTP {resp.status}", 0) + 1
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    key = type(exc).__name__
+                    errors[key] = errors.get(key, 0) + 1
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - start
+    lat = sorted(latencies)
+
+    def pct(q: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2) if lat else None
+
+    return {"target": args.url or f"https://{args.host}{path} via {args.address}:{args.port}",
+            "rate": args.rate, "duration_s": args.duration, "concurrency": args.concurrency,
+            "requests": total, "answered": len(lat), "errors": sum(errors.values()),
+            "error_kinds": errors, "status_codes": codes,
+            "achieved_rps": round(len(lat) / wall, 1) if wall > 0 else None,
+            "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1] * 1000, 2) if lat else None,
+            "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--url", help="plain HTTP URL of the agent's /healthz")
+    p.add_argument("--address", help="proxy address (public TLS listener)")
+    p.add_argument("--port", type=int, default=443)
+    p.add_argument("--host", default="fast.example.com", help="public name: SNI and Host")
+    p.add_argument("--path", default="/healthz")
+    p.add_argument("--ca-file")
+    p.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds")
+    p.add_argument("--concurrency", type=int, default=32, help="client threads")
+    p.add_argument("--timeout", type=float, default=5.0)
+    p.add_argument("--expect", type=int, default=200, help="status that is not an error")
+    args = p.parse_args()
+    if not args.url and not args.address:
+        p.error("give --url or --address")
+    result = run(args)
+    print(json.dumps(result, indent=2))
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
