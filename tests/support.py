@@ -11,10 +11,14 @@ import http.client
 import itertools
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +100,33 @@ def unix_cli(path: Path, command: str, timeout: float = 3.0) -> str:
         while data := sock.recv(65536):
             chunks.append(data)
     return b"".join(chunks).decode()
+
+
+@contextmanager
+def short_dir() -> Iterator[Path]:
+    """A short base directory: HAProxy's unix socket paths are limited to 97 characters."""
+    path = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def running_fleet(*, deploy: bool = True, **fields: Any) -> Iterator[LabFleet]:
+    """A LabFleet in a short directory: gateways up, proxies deployed and healthy (unless
+    deploy=False); everything stopped and removed afterwards."""
+    with short_dir() as base:
+        fleet = LabFleet(base, **fields)
+        try:
+            fleet.up()
+            if deploy:
+                fleet.deploy()
+                for proxy in fleet.proxy_names():
+                    fleet.wait_healthy(proxy)
+            yield fleet
+        finally:
+            fleet.down()
 
 
 @dataclass

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import http.client
-import shutil
 import ssl
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from georelay_lab import client
-from support import LabFleet
+from support import LabFleet, running_fleet
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[LabFleet]:
-    base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
-    fleet = LabFleet(base, regions={"eu-west-1": ["p1"]})
-    try:
-        fleet.up()
+    with running_fleet(deploy=False, regions={"eu-west-1": ["p1"]}) as fleet:
         yield fleet
-    finally:
-        fleet.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def gw(fleet: LabFleet, sni: str, path: str = "/x", **kw: object) -> client.Reply:

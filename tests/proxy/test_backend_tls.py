@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from georelay_lab import certs, processes
-from support import LabFleet
+from support import LabFleet, running_fleet
 
 
 @pytest.fixture
 def fleet() -> Iterator[LabFleet]:
-    base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
-    fleet = LabFleet(base)
-    try:
-        fleet.up()
+    with running_fleet(deploy=False) as fleet:
         yield fleet
-    finally:
-        fleet.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def swap_gateway_certificate(fleet: LabFleet, pem: bytes) -> None:
