@@ -48,7 +48,10 @@ def test_empty_zone_gets_the_full_demo_tree(zone: Zone) -> None:
         hc = checks[r["HealthCheckId"]]["HealthCheckConfig"]
         service = r["SetIdentifier"].split(":")[2]
         assert hc["IPAddress"] == r["ResourceRecords"][0]["Value"]
-        assert (hc["Type"], hc["Port"], hc["ResourcePath"]) == ("HTTPS", 443, "/healthz")
+        # the demo asks for the agent's own answer (georelay_dns_health_search)
+        assert (hc["Type"], hc["Port"], hc["ResourcePath"]) == ("HTTPS_STR_MATCH", 443,
+                                                                "/healthz")
+        assert hc["SearchString"] == "georelay-healthy"
         assert hc["FullyQualifiedDomainName"] == service and hc["EnableSNI"] is True
         assert (hc["RequestInterval"], hc["FailureThreshold"]) == (10, 2)
     tags = zone.client.list_tags_for_resources(ResourceType="healthcheck",
