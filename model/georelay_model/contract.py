@@ -115,7 +115,7 @@ ROLE_TUNABLES: tuple[str, ...] = (
     "haproxy_timeout_http_keep_alive", "haproxy_timeout_queue", "haproxy_timeout_check",
     "haproxy_retries", "haproxy_retry_on", "haproxy_http_reuse", "haproxy_check_interval",
     "haproxy_check_fall", "haproxy_check_rise", "haproxy_resolvers",
-    "haproxy_dns_hold_valid", "haproxy_reload_timeout",
+    "haproxy_dns_hold_valid", "haproxy_dns_hold_obsolete", "haproxy_reload_timeout",
 )
 
 KNOWN: frozenset[str] = frozenset(v.name for v in VARS) | frozenset(ROLE_TUNABLES)
