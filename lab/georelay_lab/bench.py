@@ -178,6 +178,20 @@ class Bench:
                 results.extend(row.values())
         return results
 
+    def compare(self, variants: dict[str, dict[str, object]], rounds: int) -> dict[str, list]:
+        """georelay/nginx req/s ratio per variant of the role's tunables (kept-alive clients,
+        small body), each variant redeployed by the role and measured right beside nginx."""
+        ratios: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, tunables in variants.items():
+                self._deploy_georelay(**tunables)
+                ours = parse_wrk(self.wrk(self.a.relay, cfg.PUBLIC, "/small", False))[0]
+                nginx = parse_wrk(self.wrk(self.a.nginx, cfg.PUBLIC, "/small", False))[0]
+                ratios[name].append(ours / nginx)
+                print(f"  {name:24} georelay {ours:8.0f}  nginx {nginx:8.0f}  "
+                      f"ratio {ours / nginx:.2f}", flush=True)
+        return ratios
+
     def idle_memory(self, count: int) -> dict[str, float]:
         """KiB per idle TLS client connection for both relays (RSS of their process trees)."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -249,8 +263,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--idle", type=int, default=8000)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "georelay-bench")
     ap.add_argument("--json", type=Path, help="also write raw results here")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
+                    help="compare role tunables instead (repeat; 'default:' for none)")
     args = ap.parse_args(argv)
     bench = Bench(args.work, args.duration, args.connections, args.reps)
+    if args.variant:
+        variants = {}
+        for spec in args.variant:
+            name, _, pairs = spec.partition(":")
+            variants[name] = {k: yaml.safe_load(v) for k, v in
+                              (p.split("=", 1) for p in pairs.split(",") if p)}
+        try:
+            bench.prepare()
+            ratios = bench.compare(variants, args.reps)
+        finally:
+            bench.stop()
+        for name, values in ratios.items():
+            print(f"{name}: georelay/nginx " + ", ".join(f"{v:.2f}" for v in values))
+        return
     try:
         print("setting up gateway, georelay relay (ansible-playbook), nginx relay, seed ...")
         bench.prepare()

@@ -109,6 +109,7 @@ VARS: tuple[Var, ...] = (
 ROLE_TUNABLES: tuple[str, ...] = (
     "haproxy_templates_dir", "haproxy_binary", "haproxy_package", "haproxy_user",
     "haproxy_group", "haproxy_nbthread", "haproxy_maxconn", "haproxy_log_level",
+    "haproxy_log_normal_requests",
     "haproxy_hard_stop_after",
     "haproxy_close_spread_time", "haproxy_timeout_connect", "haproxy_timeout_client",
     "haproxy_timeout_server", "haproxy_timeout_http_request",
