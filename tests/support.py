@@ -12,7 +12,6 @@ import itertools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import yaml
 from georelay_lab import client
 from georelay_lab.fleet_lab import FleetLab
 from georelay_lab.fleet_lab import down as lab_down
+from georelay_lab.haproxy_cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -91,15 +91,7 @@ def sha(path: Path) -> str:
 
 def unix_cli(path: Path, command: str, timeout: float = 3.0) -> str:
     """One command on an HAProxy CLI socket (master or stats), its whole answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(command.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    return b"".join(chunks).decode()
+    return cli(path, command, timeout)
 
 
 @contextmanager

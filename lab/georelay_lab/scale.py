@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -39,6 +38,7 @@ import jinja2
 import yaml
 
 from georelay_lab import certs
+from georelay_lab.haproxy_cli import cli
 from georelay_model import fleet_from_hostvars
 from georelay_model.facts import proxy_facts
 
@@ -110,18 +110,6 @@ def render(facts: dict[str, Any]) -> str:
     template = env.from_string(TEMPLATE.read_text())
     return template.render(**role_defaults(), georelay_proxy=facts,
                            ansible_managed="Ansible managed (georelay_lab.scale)")
-
-
-def cli(path: Path, command: str, timeout: float = 5.0) -> str:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(command.encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while data := sock.recv(65536):
-            chunks.append(data)
-    return b"".join(chunks).decode()
 
 
 def show_proc(master: Path) -> tuple[int, int, list[int], list[int]] | None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_support import AgentFleet, make_fleet
 
+from agent_support import AgentFleet, make_fleet
 from support import SERVICES
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from agent_support import AGENT_CMD, AgentFleet, agent_env, run_agent
 
 

@@ -11,8 +11,8 @@ import time
 
 import jsonschema
 import pytest
-from agent_support import AgentFleet
 
+from agent_support import AgentFleet
 from georelay_agent.schema import STATUS_SCHEMA
 from support import recap
 

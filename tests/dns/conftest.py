@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+
 from dns_support import Zone
 
 MOTO = Path(sys.executable).with_name("moto_server")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from dns_drive import cli, library_plan, plan_json, recording_client
 from dns_support import Zone, fleet, write_inventory
-
 from georelay_dns.apply import apply_plan
 
 DEMO = Path(__file__).resolve().parents[2] / "inventories" / "demo"

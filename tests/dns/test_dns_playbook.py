@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dns_support import Zone, fleet, write_inventory
-
 from support import BIN, recap, run
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dns_support import fleet, write_inventory
 
+from dns_support import fleet, write_inventory
 from georelay_dns.settings import load_inputs
 from georelay_dns.tree import TreeError, build_tree
 from georelay_model import InventoryError, load_inventory

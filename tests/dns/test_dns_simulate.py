@@ -8,9 +8,9 @@ from fractions import Fraction as F
 from pathlib import Path
 
 import pytest
+
 from dns_drive import cli
 from dns_support import Zone, fleet, write_inventory
-
 from georelay_dns.route53_read import make_client, read_live
 from georelay_dns.settings import load_inputs
 from georelay_dns.simulate import Evaluator, health_for

@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
-from dns_support import fleet, write_inventory
 
+from dns_support import fleet, write_inventory
 from georelay_dns.apply import ApplyError, apply_plan, change_size, split_batches, wait_insync
 from georelay_dns.plan import Plan, RecordChange, make_plan
 from georelay_dns.route53_read import Live, LiveHealthCheck, call

@@ -2,84 +2,12 @@
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 import pytest
 
-from georelay_lab import client
 from support import LabFleet, sha
-
-
-@dataclass
-class Traffic:
-    """Request loops against one proxy: fresh connections and a kept-alive connection."""
-
-    fleet: LabFleet
-    proxy: str
-    hostname: str = "fast.example.com"
-    results: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def record(self, kind: str, error: str | None) -> None:
-        with self.lock:
-            self.results[f"{kind}:{'fail' if error else 'ok'}"] += 1
-            if error:
-                self.errors.append(f"{kind}: {error}")
-
-    def fresh_connections(self) -> None:
-        deadline = time.monotonic() + 120  # bounded even if stop is never set
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            try:
-                reply = self.fleet.fetch(self.proxy, self.hostname, "/fresh", timeout=5)
-                self.record("fresh", None if reply.status == 200 else f"HTTP {reply.status}")
-            except OSError as exc:
-                self.record("fresh", repr(exc))
-
-    def kept_alive(self) -> None:
-        """One connection for as long as the proxy keeps it; reconnect only when told to."""
-        deadline = time.monotonic() + 120
-        conn: http.client.HTTPSConnection | None = None
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            if conn is None:
-                conn = self.fleet.connection(self.proxy, self.hostname)
-            try:
-                reply = client.request(conn, "/kept")
-                self.record("kept", None if reply.status == 200 else f"HTTP {reply.status}")
-                if reply.headers.get("connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                self.record("kept", repr(exc))
-                conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> Traffic:
-        self.threads = [threading.Thread(target=f, daemon=True) for f in
-                        (self.fresh_connections, self.fresh_connections, self.kept_alive)]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-
-    @property
-    def failed(self) -> int:
-        return sum(n for k, n in self.results.items() if k.endswith(":fail"))
-
-    @property
-    def total(self) -> int:
-        return sum(self.results.values())
+from traffic import Traffic
 
 
 def test_config_change_reloads_without_dropping_a_request(one_proxy_fleet: LabFleet) -> None:
@@ -92,13 +20,13 @@ def test_config_change_reloads_without_dropping_a_request(one_proxy_fleet: LabFl
             proc = fleet.deploy()
             assert "Reload HAProxy hitlessly" in proc.stdout
         time.sleep(1)
-    print(f"3 reloads under traffic: {dict(traffic.results)}")  # figures for BENCHMARKS.md
+    figures = traffic.summary()
+    print(f"3 reloads under traffic: {figures}")  # figures for BENCHMARKS.md
     assert fleet.reloads("p1") == reloads + 3
     assert "timeout server 33s" in fleet.config("p1").read_text()
-    assert traffic.results["kept:ok"] > 20 and traffic.results["fresh:ok"] > 20, traffic.results
-    assert traffic.failed == 0, (traffic.results, traffic.errors[:5],
-                                 [ln for ln in fleet.log("p1").splitlines()
-                                  if "status=200" not in ln][-30:])
+    assert figures.get("kept:ok", 0) > 20 and figures.get("fresh:ok", 0) > 20, figures
+    assert figures["failed"] == 0, (figures, [ln for ln in fleet.log("p1").splitlines()
+                                              if "status=200" not in ln][-30:])
 
 
 BAD_CHANGES = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+from georelay_lab.dns_server import DnsServer
 from reliability_support import (
     DNS_VARS,
     FAULT_VARS,
@@ -12,8 +14,6 @@ from reliability_support import (
     RELOAD_VARS,
     deployed_fleet,
 )
-
-from georelay_lab.dns_server import DnsServer
 from support import SERVICES, LabFleet
 
 

@@ -11,17 +11,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from georelay_lab import certs, client
 from reliability_support import (
     log_terms,
-    percentile_ms,
     record_figures,
     server_row,
     stat_rows,
     wait_status,
 )
-
-from georelay_lab import certs, client
 from support import LabFleet
+from traffic import percentile_ms
 
 FAST = "be_fast_example_com"
 TIMEOUT_SERVER_S = 1.0  # FAULT_VARS haproxy_timeout_server

@@ -11,19 +11,19 @@ from __future__ import annotations
 import time
 
 import pytest
+
+from georelay_lab.dns_server import DnsServer
 from reliability_support import (
     DNS_VARS,
     GATEWAY_NAME,
-    Traffic,
     log_terms,
     record_figures,
     server_address,
     start_gateway,
     stop_gateway,
 )
-
-from georelay_lab.dns_server import DnsServer
 from support import LabFleet
+from traffic import Traffic
 
 FAST = "be_fast_example_com"
 HOLD_VALID_S = float(DNS_VARS["haproxy_dns_hold_valid"].rstrip("s"))

@@ -14,13 +14,12 @@ import threading
 import time
 
 from reliability_support import (
-    Traffic,
     module_reload,
     proc_table,
     record_figures,
 )
-
 from support import LabFleet, sha
+from traffic import Traffic
 
 RELOADS = 50
 PAUSING_RELOADS = 6
