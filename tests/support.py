@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,13 +105,19 @@ def short_dir() -> Iterator[Path]:
 
 
 @contextmanager
-def running_fleet(*, deploy: bool = True, **fields: Any) -> Iterator[LabFleet]:
-    """A LabFleet in a short directory: gateways up, proxies deployed and healthy (unless
-    deploy=False); everything stopped and removed afterwards."""
+def running_fleet(*, deploy: bool = True,
+                  make: Callable[..., LabFleet] | None = None,
+                  before_deploy: Callable[[LabFleet], None] | None = None,
+                  **fields: Any) -> Iterator[LabFleet]:
+    """A LabFleet (or what `make(base, **fields)` builds) in a short directory: gateways up,
+    proxies deployed and healthy (unless deploy=False); everything stopped and removed
+    afterwards. `before_deploy` runs once the gateways are up."""
     with short_dir() as base:
-        fleet = LabFleet(base, **fields)
+        fleet = (make or LabFleet)(base, **fields)
         try:
             fleet.up()
+            if before_deploy:
+                before_deploy(fleet)
             if deploy:
                 fleet.deploy()
                 for proxy in fleet.proxy_names():

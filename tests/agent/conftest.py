@@ -2,46 +2,30 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from typing import cast
 
 import pytest
 
 from agent_support import AgentFleet, make_fleet
-from support import SERVICES
+from support import SERVICES, LabFleet, running_fleet
 
 
 @pytest.fixture(scope="module")
 def agent_fleet() -> Iterator[AgentFleet]:
     """Two regions, one proxy each, two services; the agent deployed by playbooks/proxies.yml."""
-    base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
-    fleet = make_fleet(base, regions={"us-east-1": ["e1"], "us-west-2": ["w1"]},
-                       services=[dict(s) for s in SERVICES])
-    try:
-        fleet.up()
-        fleet.deploy()
-        for proxy in fleet.proxy_names():
-            fleet.wait_healthy(proxy)
-        yield fleet
-    finally:
-        fleet.down()
-        shutil.rmtree(base, ignore_errors=True)
+    with running_fleet(make=make_fleet, regions={"us-east-1": ["e1"], "us-west-2": ["w1"]},
+                       services=[dict(s) for s in SERVICES]) as fleet:
+        yield cast(AgentFleet, fleet)  # built by make_fleet
+
+
+def _cron_dir(fleet: LabFleet) -> None:
+    (fleet.root("p1") / "etc/cron.d").mkdir(parents=True)
 
 
 @pytest.fixture(scope="module")
 def one_agent_fleet() -> Iterator[AgentFleet]:
     """One proxy, for the tests that break it (in order: the last one kills HAProxy).
     Its root has a cron directory, so the role installs the cron entry there."""
-    base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
-    fleet = make_fleet(base)
-    try:
-        fleet.up()
-        (fleet.root("p1") / "etc/cron.d").mkdir(parents=True)
-        fleet.deploy()
-        fleet.wait_healthy("p1")
-        yield fleet
-    finally:
-        fleet.down()
-        shutil.rmtree(base, ignore_errors=True)
+    with running_fleet(make=make_fleet, before_deploy=_cron_dir) as fleet:
+        yield cast(AgentFleet, fleet)  # built by make_fleet
