@@ -28,6 +28,11 @@ VARS: tuple[Var, ...] = (
         "control-node CA bundle to verify gateways (default: the host's system store)"),
     Var("aws_region", "region", None, "AWS region of the group, e.g. us-east-1"),
     Var("georelay_apigw_address", "region", None, "ip:port (or host:port) of the gateway"),
+    Var("georelay_backup_regions", "region", None,
+        "regions whose gateways back this region's up, in order; default: every other "
+        "region, nearest first; [] for none"),
+    Var("georelay_bridging_keeps_in_dns", "region", False,
+        "keep a proxy in DNS (/healthz 200) while it bridges through a backup region"),
     Var("public_ip", "host", None, "address Route53 hands out for this proxy"),
     Var("public_dns", "host", None, "DNS name Route53 hands out (CNAME) instead of an IP"),
     Var("dns_weight", "host", 1, "weight within the region, 0-255"),
@@ -115,6 +120,7 @@ ROLE_TUNABLES: tuple[str, ...] = (
     "haproxy_timeout_server", "haproxy_timeout_http_request",
     "haproxy_timeout_http_keep_alive", "haproxy_timeout_queue", "haproxy_timeout_check",
     "haproxy_retries", "haproxy_retry_on", "haproxy_http_reuse", "haproxy_check_interval",
+    "haproxy_check_fastinter", "haproxy_backup_check_interval", "haproxy_error_limit",
     "haproxy_check_fall", "haproxy_check_rise", "haproxy_resolvers",
     "haproxy_dns_hold_valid", "haproxy_dns_hold_obsolete", "haproxy_reload_timeout",
 )

@@ -49,8 +49,14 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
     region = fleet.region(proxy.region)
     paths = proxy_paths(proxy)
     backends = []
+    backup_regions = fleet.backups_of(region.name)
     for service in fleet.services:
         gateway = region.gateway(service)
+        backups = []
+        for b in backup_regions:
+            backup = b.gateway(service)
+            backups.append({"region": b.name, "domain": service.apigw_domain(b.name),
+                            "server": backup.haproxy, "resolve": not backup.is_ip})
         backends.append({
             "name": service.backend_name,
             "hostname": service.hostname,
@@ -58,6 +64,7 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
             "server": gateway.haproxy,
             "resolve": not gateway.is_ip,
             "health_path": service.health_path,
+            "backups": backups,
         })
     return {
         "name": proxy.name,
@@ -72,6 +79,7 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "backend_ca_source": fleet.backend_ca,
         "tls_pem_source": fleet.tls_pem,
         "backends": backends,
+        "bridging_keeps_in_dns": region.bridging_keeps_in_dns,
         "agent": {"address": proxy.agent.host, "port": proxy.agent.port,
                   "server": proxy.agent.haproxy},
     }

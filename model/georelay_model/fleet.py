@@ -6,6 +6,8 @@ import ipaddress
 import posixpath
 from dataclasses import dataclass, field
 
+from georelay_model.regions import nearest_first
+
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # on the proxy host
 
 
@@ -78,6 +80,11 @@ class Region:
     name: str
     proxies: tuple[Proxy, ...]
     apigw_address: Endpoint | None = None  # None: resolve each service's domain on :443
+    # Other regions this region's proxies fall back to, in order; None: every other region
+    # of the fleet, nearest first (georelay_model.regions).
+    backup_regions: tuple[str, ...] | None = None
+    # Keep this region's proxies in DNS while they bridge through a backup region.
+    bridging_keeps_in_dns: bool = False
 
     def gateway(self, service: Service) -> Endpoint:
         return self.apigw_address or Endpoint(service.apigw_domain(self.name), 443)
@@ -101,6 +108,14 @@ class Fleet:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+    def backups_of(self, name: str) -> tuple[Region, ...]:
+        """The regions a proxy of region ``name`` falls back to, most preferred first."""
+        region = self.region(name)
+        if region.backup_regions is not None:
+            return tuple(self.region(b) for b in region.backup_regions)
+        others = [r.name for r in self.regions if r.name != name]
+        return tuple(self.region(b) for b in nearest_first(name, others))
 
     def proxy(self, name: str) -> Proxy:
         for p in self.proxies:

@@ -22,6 +22,8 @@ REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 FLEET_VARS = ("georelay_zone", "georelay_services", "georelay_tls_pem", "georelay_backend_ca")
 SERVICE_MANAGERS = ("systemd", "process")
+# Set per region group: every proxy of a region must agree.
+REGION_VARS = ("georelay_backup_regions", "georelay_bridging_keeps_in_dns")
 # Read only by the role, which sees them templated. Where the inventory is read raw
 # (georelay-dns), a Jinja value in one of these is left alone instead of refused.
 ROLE_ONLY = frozenset({"haproxy_bind_address", "haproxy_http_port", "georelay_service_manager",
@@ -121,6 +123,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
 
     by_region: dict[str, list[Proxy]] = {}
     apigw: dict[str, Endpoint | None] = {}
+    region_vars: dict[str, dict[str, tuple[str, object]]] = {}
     for host, hv in proxies_vars.items():
         proxy = _proxy(r, host, hv)
         if proxy is None:
@@ -132,14 +135,63 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
                       f"differs from other proxies of {proxy.region}",
                       f"set it once in the vars of the {proxy.region} group")
         apigw.setdefault(proxy.region, address)
+        seen = region_vars.setdefault(proxy.region, {})
+        for name in REGION_VARS:
+            value = hv.get(name)
+            if name in seen and seen[name][1] != value:
+                r.problem(host, name, f"differs from {seen[name][0]}'s value",
+                          f"set it once in the vars of the {proxy.region} group")
+            seen.setdefault(name, (host, value))
 
-    regions = tuple(Region(name, tuple(ps), apigw.get(name)) for name, ps in
-                    sorted(by_region.items()))
+    names = sorted(by_region)
+    regions = tuple(
+        Region(name, tuple(ps), apigw.get(name),
+               backup_regions=_backup_regions(r, name, region_vars[name], names),
+               bridging_keeps_in_dns=_boolean(r, region_vars[name],
+                                              "georelay_bridging_keeps_in_dns"))
+        for name, ps in sorted(by_region.items()))
     _check_fleet(r, services, regions)
     if r.problems:
         raise InventoryError(r.problems)
     return Fleet(zone=zone, services=services, regions=regions, tls_pem=tls_pem,
                  backend_ca=backend_ca)
+
+
+def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object]],
+                    names: list[str]) -> tuple[str, ...] | None:
+    field = "georelay_backup_regions"
+    host, raw = seen.get(field, (region, None))
+    if raw is None:
+        return None
+    example = ", ".join(n for n in names if n != region) or "us-west-2"
+    fix = (f"list other regions of the fleet in order of preference, e.g. [{example}], "
+           "or [] for no backup")
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        r.problem(host, field, f"{raw!r} is not a list of region names", fix)
+        return None
+    out: list[str] = []
+    for name in raw:
+        if name == region:
+            r.problem(host, field, f"names {region}, the proxy's own region", fix)
+        elif name not in names:
+            r.problem(host, field, f"{name!r} is not a region of this fleet", fix)
+        elif name in out:
+            r.problem(host, field, f"lists {name} twice", fix)
+        else:
+            out.append(name)
+    return tuple(out)
+
+
+def _boolean(r: Reader, seen: Mapping[str, tuple[str, object]], field: str) -> bool:
+    host, raw = seen.get(field, ("all", None))
+    if raw is None or raw == "":
+        return False
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "false", "no"):
+        return raw.strip().lower() in ("true", "yes")
+    r.problem(host, field, f"{raw!r} is not true or false", f"write {field}: true or false")
+    return False
 
 
 def _check_spelling(r: Reader, host: str, hv: Mapping[str, Any]) -> None:
