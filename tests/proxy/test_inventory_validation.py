@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from georelay_lab import certs
 from georelay_model import InventoryError, fleet_from_hostvars, load_inventory
+from georelay_model.facts import proxy_facts
 from georelay_model.tls import pem_problems
 from support import REPO
 
@@ -119,6 +120,18 @@ BAD: list[tuple[str, Callable[[HostVars], None], str, str]] = [
      "did you mean haproxy_https_port"),
     ("tls-pem-relative", on_all(georelay_tls_pem="certs/public.pem"), "georelay_tls_pem",
      "not an absolute path"),
+    ("backup-regions-not-a-list", on("w1", georelay_backup_regions="us-east-1"),
+     "georelay_backup_regions", "not a list of region names"),
+    ("backup-region-unknown", on("w1", georelay_backup_regions=["ap-south-1"]),
+     "georelay_backup_regions", "not a region of this fleet"),
+    ("backup-region-own", on("w1", georelay_backup_regions=["eu-west-2"]),
+     "georelay_backup_regions", "the proxy's own region"),
+    ("backup-region-twice", on("w1", georelay_backup_regions=["us-east-1", "us-east-1"]),
+     "georelay_backup_regions", "twice"),
+    ("backup-regions-differ-in-region", on("e2", georelay_backup_regions=[]),
+     "georelay_backup_regions", "differs from"),
+    ("bridging-switch-not-boolean", on_all(georelay_bridging_keeps_in_dns="sometimes"),
+     "georelay_bridging_keeps_in_dns", "not true or false"),
 ]
 
 
@@ -143,6 +156,35 @@ def test_good_inventory_builds_the_fleet_with_defaults() -> None:
     assert (e1.https_port, e1.http_port, e1.dns_weight, e1.service_manager, e1.root) == \
         (443, 80, 1, "systemd", "/")
     assert fleet.services[0].apigw_domain("eu-west-2") == "eu-west-2-fast.example.com"
+
+
+def three_regions() -> HostVars:
+    hostvars = good()
+    hostvars["e3"] = {**copy.deepcopy(FLEET), "aws_region": "us-east-2",
+                      "public_ip": "203.0.113.1"}
+    return hostvars
+
+
+def backup_order(hostvars: HostVars, host: str) -> list[tuple[str, str]]:
+    facts = proxy_facts(fleet_from_hostvars(hostvars, rendered=True), host)
+    return [(b["region"], b["domain"]) for b in facts["backends"][0]["backups"]]
+
+
+def test_backups_default_to_every_other_region_nearest_first() -> None:
+    assert backup_order(three_regions(), "e1") == [
+        ("us-east-2", "us-east-2-fast.example.com"), ("eu-west-2", "eu-west-2-fast.example.com")]
+    assert [r for r, _ in backup_order(three_regions(), "w1")] == ["us-east-1", "us-east-2"]
+
+
+def test_backup_regions_from_the_inventory_in_its_order() -> None:
+    hostvars = three_regions()
+    on("e1", georelay_backup_regions=["eu-west-2", "us-east-2"])(hostvars)
+    on("e2", georelay_backup_regions=["eu-west-2", "us-east-2"])(hostvars)
+    on("e3", georelay_backup_regions=[])(hostvars)
+    assert [r for r, _ in backup_order(hostvars, "e1")] == ["eu-west-2", "us-east-2"]
+    assert backup_order(hostvars, "e3") == []
+    facts = proxy_facts(fleet_from_hostvars(hostvars, rendered=True), "e1")
+    assert facts["bridging_keeps_in_dns"] is False
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -116,21 +116,24 @@ def stat_rows(fleet: LabFleet, proxy: str) -> list[dict[str, str]]:
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
 
 
-def server_row(fleet: LabFleet, proxy: str, backend: str) -> dict[str, str]:
+def server_row(fleet: LabFleet, proxy: str, backend: str,
+               server: str | None = None) -> dict[str, str]:
+    """The stat row of the backend's server named server (default: its first, the home one)."""
     return next(r for r in stat_rows(fleet, proxy)
-                if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND"))
+                if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")
+                and (server is None or r["svname"] == server))
 
 
 def wait_status(fleet: LabFleet, proxy: str, backend: str, prefix: str,
-                timeout: float = 10.0) -> float:
+                timeout: float = 10.0, server: str | None = None) -> float:
     """Seconds until the backend's gateway server's status starts with prefix (UP, DOWN)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if server_row(fleet, proxy, backend)["status"].startswith(prefix):
+        if server_row(fleet, proxy, backend, server)["status"].startswith(prefix):
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError(f"{backend} not {prefix} within {timeout}s: "
-                         f"{server_row(fleet, proxy, backend)}")
+                         f"{server_row(fleet, proxy, backend, server)}")
 
 
 def server_address(fleet: LabFleet, proxy: str, backend: str) -> str:
