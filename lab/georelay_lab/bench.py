@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         for spec in args.variant:
             name, _, pairs = spec.partition(":")
             variants[name] = {k: yaml.safe_load(v) for k, v in
-                              (p.split("=", 1) for p in pairs.split(",") if p)}
+                              (p.split("=", 1) for p in re.split(r",(?=\w+=)", pairs) if p)}
         try:
             bench.prepare()
             ratios = bench.compare(variants, args.reps)

@@ -41,7 +41,7 @@ http {{
         ssl_reject_handshake on;          # an unknown SNI fails the handshake
     }}
     server {{
-        listen {a.gateway}:{a.gateway_port} ssl;
+        listen {a.gateway}:{a.gateway_port} ssl http2;   # ALPN: h2 for those who offer it
         server_name {DOMAIN};
         ssl_certificate {pem};
         ssl_certificate_key {pem};

@@ -120,7 +120,7 @@ ROLE_TUNABLES: tuple[str, ...] = (
     "haproxy_timeout_server", "haproxy_timeout_http_request",
     "haproxy_timeout_http_keep_alive", "haproxy_timeout_queue", "haproxy_timeout_check",
     "haproxy_retries", "haproxy_retry_on", "haproxy_http_reuse", "haproxy_check_interval",
-    "haproxy_check_fastinter", "haproxy_backup_check_interval", "haproxy_error_limit",
+    "haproxy_check_fastinter", "haproxy_backend_alpn", "haproxy_tune", "haproxy_backup_check_interval", "haproxy_error_limit",
     "haproxy_check_fall", "haproxy_check_rise", "haproxy_resolvers",
     "haproxy_dns_hold_valid", "haproxy_dns_hold_obsolete", "haproxy_reload_timeout",
 )
