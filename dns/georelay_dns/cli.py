@@ -8,76 +8,45 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from georelay_dns.apply import ApplyError, apply_plan
+from georelay_dns.cli_operator import evacuate_cmd, restore_cmd, weight_cmd
+from georelay_dns.cli_support import (
+    aws,
+    fail,
+    inventory_option,
+    parse_weight,
+    read_inputs,
+    tree_of,
+)
 from georelay_dns.iam import policy
+from georelay_dns.operations import read_context
+from georelay_dns.operator_state import Evacuation, OperatorState, describe, summary
 from georelay_dns.plan import THRESHOLD_SHARE, Plan, make_plan, render
-from georelay_dns.route53_read import ZoneError, find_zone, make_client, read_live
-from georelay_dns.settings import Inputs, load_inputs
+from georelay_dns.route53_read import find_zone, make_client
+from georelay_dns.settings import Inputs
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import live_status, render_status
-from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
-from georelay_model import InventoryError, load_inventory
-from georelay_model.inventory import InventoryReadError
+from georelay_dns.tree import SELF_ZONE
 
 EXIT_CHANGES = 2
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"georelay-dns: {message}", err=True)
-    sys.exit(1)
-
-
-def _inputs(inventory: str) -> Inputs:
-    try:
-        return load_inputs(load_inventory(inventory))
-    except (InventoryError, InventoryReadError) as e:
-        _fail(str(e))
-
-
-def _tree(inputs: Inputs, zone_id: str = SELF_ZONE) -> Tree:
-    try:
-        return build_tree(inputs, zone_id)
-    except TreeError as e:
-        _fail(str(e))
-
-
-def _aws(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except NoCredentialsError:
-        _fail("no AWS credentials: set AWS_PROFILE or the AWS_* variables (standard boto3 "
-              "chain)")
-    except ZoneError as e:
-        _fail(str(e))
-    except ClientError as e:
-        err = e.response.get("Error", {})
-        _fail(f"Route53 {e.operation_name}: {err.get('Code')}: {err.get('Message')}")
-    except BotoCoreError as e:
-        _fail(f"AWS: {e}")
-
-
 def _plan(inventory: str) -> tuple[Any, Inputs, Plan]:
-    inputs = _inputs(inventory)
-    _tree(inputs)  # refuse a bad tree before any AWS call
+    inputs = read_inputs(inventory)
+    tree_of(inputs)  # refuse a bad tree before any AWS call
     client = make_client()
 
     def work() -> tuple[Inputs, Plan]:
-        zone_id = find_zone(client, inputs.fleet.zone, inputs.settings.zone_id)
-        tree = _tree(inputs, zone_id)
-        return inputs, make_plan(tree, read_live(client, zone_id), inputs.settings.owner)
+        ctx = read_context(client, inputs)  # the zone and the operator state it holds
+        tree = tree_of(inputs, ctx.zone_id, ctx.current.state)
+        return inputs, make_plan(tree, ctx.live, inputs.settings.owner)
 
-    got = _aws(work)
+    got = aws(work)
     return client, got[0], got[1]
-
-
-inventory_option = click.option("-i", "--inventory", required=True,
-                                help="Ansible inventory (file or directory)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,23 +86,23 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
     client, _, plan = _plan(inventory)
     click.echo(render(plan))
     if plan.conflicts:
-        _fail("refusing: records that georelay does not own are in the way (see CONFLICT)")
+        fail("refusing: records that georelay does not own are in the way (see CONFLICT)")
     if checksum and checksum != plan.checksum:
-        _fail(f"refusing: the plan changed since review ({checksum} != {plan.checksum}); "
-              "run plan again")
+        fail(f"refusing: the plan changed since review ({checksum} != {plan.checksum}); "
+             "run plan again")
     if not (yes or checksum):
-        _fail("refusing without --yes or --checksum (review the plan, then pass its checksum)")
+        fail("refusing without --yes or --checksum (review the plan, then pass its checksum)")
     if plan.over_threshold() and not force:
-        _fail(f"refusing: this would update or delete {plan.destructive} of the "
-              f"{plan.owned} records and health checks georelay owns (more than "
-              f"{THRESHOLD_SHARE:.0%}); check the inventory, then pass --force")
+        fail(f"refusing: this would update or delete {plan.destructive} of the "
+             f"{plan.owned} records and health checks georelay owns (more than "
+             f"{THRESHOLD_SHARE:.0%}); check the inventory, then pass --force")
     if plan.empty:
         return
     try:
-        res = _aws(lambda: apply_plan(client, plan, wait_timeout=wait_timeout,
-                                      progress=lambda m: click.echo(f"... {m}", err=True)))
+        res = aws(lambda: apply_plan(client, plan, wait_timeout=wait_timeout,
+                                     progress=lambda m: click.echo(f"... {m}", err=True)))
     except ApplyError as e:
-        _fail(str(e))
+        fail(str(e))
     click.echo(f"applied: {len(res.created)} health check(s) created, {len(res.updated)} "
                f"updated, {res.batches} record batch(es), {len(res.deleted)} health "
                "check(s) deleted")
@@ -144,14 +113,16 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 def status_cmd(inventory: str, output: str) -> None:
     """The live tree, each health check's status, and what users get now."""
-    inputs = _inputs(inventory)
+    inputs = read_inputs(inventory)
     client = make_client()
 
     def work() -> dict[str, Any]:
-        zone_id = find_zone(client, inputs.fleet.zone, inputs.settings.zone_id)
-        return live_status(client, read_live(client, zone_id), inputs.settings.owner)
+        ctx = read_context(client, inputs)
+        tree = tree_of(inputs, ctx.zone_id, ctx.current.state)
+        return live_status(client, ctx.live, inputs.settings.owner, desired=tree,
+                           operator_state=summary(ctx.current.state, tree.inventory_weights))
 
-    st = _aws(work)
+    st = aws(work)
     click.echo(json.dumps(st, indent=2, sort_keys=True) if output == "json"
                else render_status(st))
 
@@ -162,31 +133,76 @@ def status_cmd(inventory: str, output: str) -> None:
 @click.option("--down", "down", multiple=True, help="a proxy (inventory host) that fails")
 @click.option("--down-region", "down_regions", multiple=True, help="a region that fails")
 @click.option("--service", "services", multiple=True, help="only this hostname")
+@click.option("--evacuate", "evacuate", multiple=True, metavar="REGION",
+              help="what if this region were evacuated (repeatable)")
+@click.option("--weight", "weights", multiple=True, metavar="HOST=N",
+              help="what if this proxy had weight N (repeatable)")
+@click.option("--live", is_flag=True, help="start from the operator state in Route53 "
+              "(evacuations, weight overrides); needs AWS access")
 def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
-                 down_regions: tuple[str, ...], services: tuple[str, ...]) -> None:
-    """Which proxies answer users near REGION (no AWS calls: the inventory's tree)."""
-    inputs = _inputs(inventory)
-    tree = _tree(inputs)
+                 down_regions: tuple[str, ...], services: tuple[str, ...],
+                 evacuate: tuple[str, ...], weights: tuple[str, ...], live: bool) -> None:
+    """Which proxies answer users near REGION: the inventory's tree (with --live, as the
+    operator state in Route53 shapes it), before and after --evacuate/--weight."""
+    inputs = read_inputs(inventory)
+    tree_of(inputs)
     hosts = {p.name for p in inputs.fleet.proxies}
     regions = {r.name for r in inputs.fleet.regions}
-    for name in down:
-        if name not in hosts:
-            _fail(f"--down {name}: not a proxy of the inventory ({', '.join(sorted(hosts))})")
-    for name in down_regions:
-        if name not in regions:
-            _fail(f"--down-region {name}: not a region of the inventory "
-                  f"({', '.join(sorted(regions))})")
-    ev = Evaluator(tree.records, tree.zone_id, health_for(tree.records, down, down_regions),
-                   down_regions)
+    for flag, names, known, what in (("--down", down, hosts, "a proxy"),
+                                     ("--down-region", down_regions, regions, "a region"),
+                                     ("--evacuate", evacuate, regions, "a region")):
+        for name in names:
+            if name not in known:
+                fail(f"{flag} {name}: not {what} of the inventory "
+                     f"({', '.join(sorted(known))})")
+    base = OperatorState()
+    if live:
+        client = make_client()
+        base = aws(lambda: read_context(client, inputs).current.state)
+        lines = describe(base, {p.name: p.dns_weight for p in inputs.fleet.proxies})
+        click.echo("operator state in Route53:" + ("" if lines else " none"))
+        for line in lines:
+            click.echo(f"  {line}")
+    after = base
+    for region in evacuate:
+        after = after.evacuate(region, Evacuation("simulated", "", ""))
+    for spec in weights:
+        host, n = _weight_spec(spec, hosts)
+        after = after.with_weight(host, n)
+    trees = [tree_of(inputs, SELF_ZONE, base)]
+    if evacuate or weights:
+        trees.append(tree_of(inputs, SELF_ZONE, after))
+    change = " ".join([*(f"--evacuate {r}" for r in evacuate),
+                       *(f"--weight {w}" for w in weights)])
     for svc in inputs.fleet.services:
         if services and svc.hostname not in services:
             continue
-        out = ev.resolve(svc.hostname, origin)
         click.echo(f"{svc.hostname} for users near {origin}:")
-        for a in out.answers:
-            click.echo(f"  {a.target:<16} {a.region:<14} {a.value:<22} {float(a.share):6.1%}")
-        for note in out.notes:
-            click.echo(f"  note: {note}")
+        for i, tree in enumerate(trees):
+            indent = "  " if len(trees) == 1 else "    "
+            if len(trees) > 1:
+                click.echo("  before:" if i == 0 else f"  after {change}:")
+            ev = Evaluator(tree.records, tree.zone_id,
+                           health_for(tree.records, down, down_regions), down_regions)
+            out = ev.resolve(svc.hostname, origin)
+            for a in out.answers:
+                click.echo(f"{indent}{a.target:<16} {a.region:<14} {a.value:<22} "
+                           f"{float(a.share):6.1%}")
+            notes = list(out.notes)
+            if tree.state and origin in tree.state.evacuated:
+                notes.insert(0, f"{origin} is evacuated: Route53 has no latency record for it")
+            for note in notes:
+                click.echo(f"{indent}note: {note}")
+
+
+def _weight_spec(spec: str, hosts: set[str]) -> tuple[str, int]:
+    host, sep, n = spec.partition("=")
+    if not sep or not host:
+        fail(f"--weight {spec}: expected HOST=N. Fix: e.g. --weight {min(hosts)}=0")
+    if host not in hosts:
+        fail(f"--weight {spec}: {host} is not a proxy of the inventory "
+             f"({', '.join(sorted(hosts))})")
+    return host, parse_weight(n, f"--weight {spec}")
 
 
 @main.command("iam-policy")
@@ -194,8 +210,13 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
 @click.option("--zone-id", help="hosted zone id (default: georelay_dns_zone_id, else looked up)")
 def iam_cmd(inventory: str, zone_id: str | None) -> None:
     """Print the least-privilege IAM policy georelay-dns needs for this zone."""
-    inputs = _inputs(inventory)
+    inputs = read_inputs(inventory)
     zone_id = zone_id or inputs.settings.zone_id
     if not zone_id:
-        zone_id = _aws(lambda: find_zone(make_client(), inputs.fleet.zone, None))
-    click.echo(json.dumps(policy(_tree(inputs, zone_id), zone_id), indent=2))
+        zone_id = aws(lambda: find_zone(make_client(), inputs.fleet.zone, None))
+    click.echo(json.dumps(policy(tree_of(inputs, zone_id), zone_id, inputs.settings.owner),
+                          indent=2))
+
+
+for _command in (evacuate_cmd, restore_cmd, weight_cmd):
+    main.add_command(_command)

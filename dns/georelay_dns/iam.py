@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from georelay_dns.operator_state import state_name
 from georelay_dns.tree import Tree
 
 
-def policy(tree: Tree, zone_id: str) -> dict[str, Any]:
-    """Records: only this zone, only georelay's names and types. Health checks: Route53 has
-    no resource-level or tag conditions for them, so those actions need "*"."""
-    names = sorted({r.name for r in tree.records})
-    types = sorted({r.type for r in tree.records})
+def policy(tree: Tree, zone_id: str, owner: str = "georelay") -> dict[str, Any]:
+    """Records: only this zone, only georelay's names and types (evacuated regions' latency
+    records and the operator state TXT record included: evacuate/restore/weight write
+    them). Health checks: Route53 has no resource-level or tag conditions for them, so
+    those actions need "*"."""
+    records = [*tree.records, *tree.withheld]
+    names = sorted({r.name for r in records} | {state_name(owner, tree.zone)})
+    types = sorted({r.type for r in records} | {"TXT"})
     zone_arn = f"arn:aws:route53:::hostedzone/{zone_id}"
     return {
         "Version": "2012-10-17",

@@ -15,6 +15,15 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from georelay_dns.operator_state import (
+    STATE_SERVICE,
+    OperatorState,
+    StateError,
+    decode,
+    describe,
+    state_set_id,
+    summary,
+)
 from georelay_dns.route53_read import Live, LiveHealthCheck
 from georelay_dns.tree import HealthCheck, Record, Tree, immutable_part, owner_prefix, short_hash
 
@@ -23,7 +32,8 @@ MUTABLE = ("IPAddress", "Port", "ResourcePath", "FullyQualifiedDomainName", "Sea
            "FailureThreshold", "Inverted", "Disabled", "EnableSNI")
 THRESHOLD_SHARE = 0.30
 THRESHOLD_MIN_OWNED = 10
-PHASES = ("leaves", "aliases", "alias deletes", "leaf deletes")
+PHASES = ("leaves", "aliases", "alias deletes", "leaf deletes", "state")
+STATE_PHASE = 4  # operator commands write the state record first (compare-and-swap)
 
 
 def hc_prefix(owner: str) -> str:
@@ -75,6 +85,9 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     owned: int = 0  # records + health checks georelay owns now
     raw_deletes: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    # The operator state the plan honours (evacuations, weight overrides): data and lines.
+    operator_state: dict[str, Any] = field(default_factory=dict)
+    operator_lines: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -117,6 +130,7 @@ class Plan:
             "healthcheck_deletes": [{"id": d.id, "address": d.address, "reason": d.reason}
                                     for d in self.hc_deletes],
             "conflicts": self.conflicts,
+            "operator_state": self.operator_state,
         }
 
     @property
@@ -145,9 +159,15 @@ def _generation(ref: str) -> int:
 
 
 def make_plan(tree: Tree, live: Live, owner: str) -> Plan:
+    """The changes that make Route53 match the tree. The operator state record is read (the
+    tree honours it) but never written here: only evacuate/restore/weight write it."""
     plan = Plan(zone=tree.zone, zone_id=live.zone_id, owner=owner, warnings=list(tree.warnings))
-    rprefix, hprefix = owner_prefix(owner), hc_prefix(owner)
-    owned_records = {r.key: r for r in live.records if r.set_id.startswith(rprefix)}
+    state = tree.state or OperatorState()
+    plan.operator_state = summary(state, tree.inventory_weights)
+    plan.operator_lines = describe(state, tree.inventory_weights)
+    rprefix, hprefix, state_sid = owner_prefix(owner), hc_prefix(owner), state_set_id(owner)
+    owned_records = {r.key: r for r in live.records
+                     if r.set_id.startswith(rprefix) and r.set_id != state_sid}
     foreign = [r for r in live.records if not r.set_id.startswith(rprefix)]
     owned_hcs = [h for h in live.health_checks if h.caller_reference.startswith(hprefix)]
     plan.owned = len(owned_records) + len(owned_hcs)
@@ -290,36 +310,12 @@ def meta_from_set_id(r: Record, desired: dict[str, Record]) -> tuple[str, str, s
 def render(plan: Plan) -> str:
     """Human-readable plan grouped by service and region."""
     lines = [f"zone {plan.zone} ({plan.zone_id}), owner {plan.owner!r}: {plan.owned} owned"]
+    if plan.operator_lines:
+        lines.append("operator state (kept by apply; evacuate/restore/weight change it):")
+        lines += [f"  {line}" for line in plan.operator_lines]
     for c in plan.conflicts:
         lines.append(f"CONFLICT {c}")
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for hc in plan.hc_creates:
-        groups[(hc.check.service, hc.check.region)].append(
-            f"  + health check {hc.check.proxy} {_address(hc.check.config)}"
-            f"{' (replaces the old one)' if hc.reason == 'replace' else ''}")
-    for u in plan.hc_updates:
-        what = ", ".join(f"{k}={v}" for k, v in sorted(u.changes.items()))
-        what += "".join(f", reset {r}" for r in u.reset)
-        groups[(u.check.service, u.check.region)].append(
-            f"  ~ health check {u.check.proxy} {u.id}: {what}")
-    for c in plan.records:
-        r = c.record
-        sign = {"CREATE": "+", "UPSERT": "~", "DELETE": "-"}[c.action]
-        if r.alias:
-            what = f"latency {r.region} -> ALIAS {r.alias.dns_name}"
-        else:
-            what = f"weight {r.weight} -> {', '.join(r.values)} ttl {r.ttl}"
-        extra = ""
-        if c.action == "UPSERT" and c.old is not None:
-            extra = "  (was " + _was(c.old, r) + ")"
-        groups[(r.service, r.site)].append(f"  {sign} {r.name} {r.type} [{r.set_id}] {what}"
-                                           f"{extra}")
-    for key in sorted(groups):
-        service, region = key
-        lines.append(f"{service or '?'} / {region or '?'}:")
-        lines += groups[key]
-    for d in plan.hc_deletes:
-        lines.append(f"  - health check {d.id} {d.address}: {d.reason}")
+    lines += change_lines(plan)
     for w in plan.warnings:
         lines.append(f"warning: {w}")
     counts = plan.counts()
@@ -332,6 +328,56 @@ def render(plan: Plan) -> str:
                          f"(> {THRESHOLD_SHARE:.0%}): apply needs --force")
     lines.append(f"checksum: {plan.checksum}")
     return "\n".join(lines)
+
+
+def change_lines(plan: Plan) -> list[str]:
+    """The plan's changes grouped by service and region (the state record first)."""
+    lines: list[str] = []
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for hc in plan.hc_creates:
+        groups[(hc.check.service, hc.check.region)].append(
+            f"  + health check {hc.check.proxy} {_address(hc.check.config)}"
+            f"{' (replaces the old one)' if hc.reason == 'replace' else ''}")
+    for u in plan.hc_updates:
+        what = ", ".join(f"{k}={v}" for k, v in sorted(u.changes.items()))
+        what += "".join(f", reset {r}" for r in u.reset)
+        groups[(u.check.service, u.check.region)].append(
+            f"  ~ health check {u.check.proxy} {u.id}: {what}")
+    for c in plan.records:
+        r = c.record
+        sign = {"CREATE": "+", "UPSERT": "~" if c.old else "+", "DELETE": "-"}[c.action]
+        if r.service == STATE_SERVICE:
+            groups[(r.service, "")].append(f"  {sign} {r.name} {r.type} [{r.set_id}] "
+                                           f"{_state_text(r)}")
+            continue
+        if r.alias:
+            what = f"latency {r.region} -> ALIAS {r.alias.dns_name}"
+        else:
+            what = f"weight {r.weight} -> {', '.join(r.values)} ttl {r.ttl}"
+        extra = ""
+        if c.action == "UPSERT" and c.old is not None:
+            extra = "  (was " + _was(c.old, r) + ")"
+        groups[(r.service, r.site)].append(f"  {sign} {r.name} {r.type} [{r.set_id}] {what}"
+                                           f"{extra}")
+    for key in sorted(groups, key=lambda k: (k[0] != STATE_SERVICE, k)):
+        service, region = key
+        lines.append(f"{service}:" if service == STATE_SERVICE else
+                     f"{service or '?'} / {region or '?'}:")
+        lines += groups[key]
+    for d in plan.hc_deletes:
+        lines.append(f"  - health check {d.id} {d.address}: {d.reason}")
+    return lines
+
+
+def _state_text(r: Record) -> str:
+    try:
+        state = decode(r.values[0], r.name)
+    except (StateError, IndexError):
+        return "(unreadable)"
+    parts = [f"evacuated {', '.join(sorted(state.evacuated)) or 'none'}"]
+    if state.weights:
+        parts.append("weights " + ", ".join(f"{h}={w}" for h, w in sorted(state.weights.items())))
+    return f"state #{state.serial}: " + "; ".join(parts)
 
 
 def _was(old: Record, new: Record) -> str:

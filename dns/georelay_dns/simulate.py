@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from georelay_dns.tree import Record
+from georelay_dns.tree import Record, Tree
 from georelay_model.regions import nearest_first
 
 
@@ -135,3 +135,42 @@ def health_for(records: Iterable[Record], down_proxies: Iterable[str],
     dp, dr = set(down_proxies), set(down_regions)
     return {r.health_check: not (r.proxy in dp or r.site in dr)
             for r in records if r.health_check}
+
+
+def who_answers(ev: Evaluator, hostname: str, origin: str) -> str:
+    """'us-east-2 (p0 75%, p1 25%)': the region users near origin get, and the shares."""
+    out = ev.resolve(hostname, origin)
+    if not out.answers:
+        return "no answer (no latency record left)"
+    by_region: dict[str, list[Answer]] = defaultdict(list)
+    for a in out.answers:
+        by_region[a.region].append(a)
+    return "; ".join(f"{region} ({', '.join(f'{a.target} {float(a.share):.0%}' for a in got)})"
+                     for region, got in by_region.items())
+
+
+def effect_lines(before: Tree, after: Tree, hostnames: Iterable[str], origins: Iterable[str],
+                 down: Iterable[str] = (), down_regions: Iterable[str] = ()) -> list[str]:
+    """Who answers users near each origin before -> after a change (one block when every
+    service gives the same answers, else one per service)."""
+    down, down_regions = list(down), list(down_regions)
+    evs = [Evaluator(t.records, t.zone_id, health_for(t.records, down, down_regions),
+                     down_regions) for t in (before, after)]
+    blocks: dict[str, list[str]] = {}
+    for hostname in hostnames:
+        rows = []
+        for origin in origins:
+            was, now = (who_answers(ev, hostname, origin) for ev in evs)
+            if was == now:
+                rows.append(f"  near {origin:<15} {was}  (unchanged)")
+            else:
+                rows += [f"  near {origin:<15} {was}", f"  {'':<20} -> {now}"]
+        blocks[hostname] = rows
+    healthy = "every proxy healthy" if not (down or down_regions) else \
+        "down: " + ", ".join([*down, *down_regions])
+    if len({tuple(rows) for rows in blocks.values()}) == 1:
+        return [f"who answers users (every service, {healthy}):", *next(iter(blocks.values()))]
+    out = []
+    for hostname, rows in blocks.items():
+        out += [f"who answers users of {hostname} ({healthy}):", *rows]
+    return out

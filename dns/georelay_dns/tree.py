@@ -9,6 +9,11 @@ Per service hostname H and region R (proxy mode):
 
 Direct mode: ``H`` latency ALIAS per region straight to the API Gateway regional domain.
 
+Operator state (:mod:`georelay_dns.operator_state`, read from Route53): an evacuated
+region's latency records are withheld (kept in ``Tree.withheld``, not published), so
+Route53 has no record for that region whatever its health checks say; a weight override
+replaces the proxy's ``dns_weight``.
+
 :func:`check_tree` refuses trees Route53 would accept but that cannot fail over.
 """
 
@@ -19,10 +24,13 @@ import ipaddress
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from georelay_dns.settings import DnsSettings, Inputs
 from georelay_model import Proxy, Service
+
+if TYPE_CHECKING:
+    from georelay_dns.operator_state import OperatorState
 
 SELF_ZONE = "SELF"  # alias target zone placeholder until the hosted zone id is known
 SET_ID_MAX = 128
@@ -117,6 +125,11 @@ class Tree:
     records: list[Record]
     health_checks: list[HealthCheck]
     warnings: list[str] = field(default_factory=list)
+    # Latency records of evacuated regions: what the inventory calls for but is not published.
+    withheld: list[Record] = field(default_factory=list)
+    state: OperatorState | None = None  # the operator state the tree honours
+    inventory_weights: dict[str, int] = field(default_factory=dict)  # proxy -> dns_weight
+    state_warnings: list[str] = field(default_factory=list)  # about the operator state (too)
 
     def health_check(self, key: str) -> HealthCheck:
         for hc in self.health_checks:
@@ -168,14 +181,21 @@ def health_config(service: Service, proxy: Proxy, s: DnsSettings) -> dict[str, A
     return cfg
 
 
-def build_tree(inputs: Inputs, zone_id: str = SELF_ZONE) -> Tree:
+def build_tree(inputs: Inputs, zone_id: str = SELF_ZONE,
+               state: OperatorState | None = None) -> Tree:
+    """The records and checks the inventory calls for, honouring the operator state."""
     fleet, s = inputs.fleet, inputs.settings
-    tree = Tree(zone=fleet.zone, zone_id=zone_id, records=[], health_checks=[])
+    tree = Tree(zone=fleet.zone, zone_id=zone_id, records=[], health_checks=[], state=state,
+                inventory_weights={p.name: p.dns_weight for p in fleet.proxies})
+    evacuated = set(state.evacuated) if state else set()
+    weights = dict(state.weights) if state else {}
+    _state_warnings(tree, inputs, evacuated, weights)
     for svc in fleet.services:
         for region in fleet.regions:
+            latency = tree.withheld if region.name in evacuated else tree.records
             if s.mode == "direct":
                 target = s.direct[(region.name, svc.hostname)]
-                tree.records.append(Record(
+                latency.append(Record(
                     svc.hostname, "A", set_id(s.owner, "lat", svc.hostname, region.name),
                     region=region.name, alias=Alias(target.hosted_zone_id,
                                                     norm_name(target.domain_name), True),
@@ -193,14 +213,15 @@ def build_tree(inputs: Inputs, zone_id: str = SELF_ZONE) -> Tree:
                     value = ipaddress.ip_address(value).compressed
                 tree.records.append(Record(
                     regional, leaf_type(proxy), set_id(s.owner, "w", svc.hostname, proxy.name),
-                    weight=proxy.dns_weight, ttl=s.ttl, values=(value,), health_check=hc.key,
+                    weight=weights.get(proxy.name, proxy.dns_weight), ttl=s.ttl,
+                    values=(value,), health_check=hc.key,
                     service=svc.hostname, site=region.name, proxy=proxy.name))
             for rtype in sorted(types) or ["A"]:
-                tree.records.append(Record(
+                latency.append(Record(
                     svc.hostname, rtype, set_id(s.owner, "lat", svc.hostname, region.name),
                     region=region.name, alias=Alias(zone_id, regional, True),
                     service=svc.hostname, site=region.name))
-            if len(region.proxies) == 1:
+            if len(region.proxies) == 1 and region.name not in evacuated:
                 tree.warnings.append(f"{region.name} has a single proxy "
                                      f"({region.proxies[0].name}): when it fails, users near "
                                      f"{region.name} fail over to another region")
@@ -208,6 +229,29 @@ def build_tree(inputs: Inputs, zone_id: str = SELF_ZONE) -> Tree:
     if problems:
         raise TreeError(problems)
     return tree
+
+
+def _state_warnings(tree: Tree, inputs: Inputs, evacuated: set[str],
+                    weights: dict[str, int]) -> None:
+    fleet = inputs.fleet
+    regions = {r.name for r in fleet.regions}
+    hosts = {p.name for p in fleet.proxies}
+    out = tree.state_warnings
+    for region in sorted(evacuated - regions):
+        out.append(f"the operator state evacuates {region}, which is not a region of the "
+                   f"inventory: georelay-dns restore {region} clears it")
+    for host in sorted(set(weights) - hosts):
+        out.append(f"the operator state overrides the weight of {host}, which is not a proxy "
+                   f"of the inventory: georelay-dns weight {host} --reset clears it")
+    if regions and regions <= evacuated:
+        out.append("every region is evacuated: Route53 has no latency record left and gives "
+                   "users no answer; georelay-dns restore REGION brings one back")
+    for region in fleet.regions:
+        if set(weights) & {p.name for p in region.proxies} and all(
+                weights.get(p.name, p.dns_weight) == 0 for p in region.proxies):
+            out.append(f"every proxy of {region.name} has weight 0: Route53 then shares its "
+                       "traffic equally among them")
+    tree.warnings.extend(out)
 
 
 class TreeError(ValueError):

@@ -23,6 +23,14 @@ def cli(*args: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
+def cli_streams(*args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr): refusals must name the problem and the fix on stderr."""
+    res = CliRunner().invoke(main, list(args))
+    if res.exception and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res.exit_code, res.stdout, res.stderr
+
+
 def plan_json(inv: Path) -> tuple[int, dict[str, Any]]:
     code, out = cli("plan", "-i", str(inv), "--output", "json")
     return code, json.loads(out)

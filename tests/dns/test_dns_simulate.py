@@ -115,4 +115,5 @@ def test_iam_policy_is_scoped_to_the_zone_and_names(tmp_path: Path) -> None:
     names = change["Condition"]["ForAllValues:StringEquals"][
         "route53:ChangeResourceRecordSetsNormalizedRecordNames"]
     assert set(names) == {"fast.example.com", "api.example.com",
-                          "proxy-us-east-1-fast.example.com", "proxy-us-east-1-api.example.com"}
+                          "proxy-us-east-1-fast.example.com", "proxy-us-east-1-api.example.com",
+                          "_georelay-state.example.com"}  # evacuate/restore/weight write it

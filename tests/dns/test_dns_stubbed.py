@@ -2,8 +2,10 @@
 
 Stubbed here (and only here): HealthCheckAlreadyExists for a used CallerReference,
 InvalidChangeBatch, Throttling / PriorRequestNotComplete answers, changes that stay
-PENDING, HealthCheckVersionMismatch. The plans themselves are real: built from YAML
-inventories read through ansible-inventory.
+PENDING, HealthCheckVersionMismatch, and Route53 refusing the DELETE of an operator state
+value that another operator changed meanwhile (moto checks a DELETE against every value
+ever written, not against the current one). The plans themselves are real: built from
+YAML inventories read through ansible-inventory.
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from dns_support import fleet, write_inventory
+from georelay_dns import operations
 from georelay_dns.apply import ApplyError, apply_plan, change_size, split_batches, wait_insync
+from georelay_dns.operator_state import OperatorState, decode, read_state, state_record
 from georelay_dns.plan import Plan, RecordChange, make_plan
-from georelay_dns.route53_read import Live, LiveHealthCheck, call
+from georelay_dns.route53_read import (
+    Live,
+    LiveHealthCheck,
+    call,
+    record_from_rrset,
+    rrset_from_record,
+)
 from georelay_dns.settings import load_inputs
 from georelay_dns.tree import Record, Tree, build_tree
 from georelay_model import load_inventory
@@ -208,3 +218,58 @@ def test_plan_output_is_deterministic(one_proxy_tree: Tree) -> None:
     changed = _plan(one_proxy_tree, [LiveHealthCheck(
         "hc-x", "grl:georelay:000000000000:00000000:0", 1, {"Type": "HTTPS"})])
     assert changed.checksum != a.checksum
+
+
+def _live_zone(inputs_path: Any, state: OperatorState | None) -> operations.Context:
+    """A zone holding the inventory's tree (and a state record), as read from Route53."""
+    inputs = load_inputs(load_inventory(inputs_path))
+    tree = build_tree(inputs, ZONE)
+    records = [r for r in tree.records]
+    if state is not None:
+        records.append(state_record(state, "georelay", "example.com"))
+    raw = {}
+    for r in records:
+        rr = rrset_from_record(r)
+        if "HealthCheckId" in rr:
+            rr["HealthCheckId"] = "hc-" + r.set_id.rsplit(":", 1)[1]
+        raw[r.key] = rr
+    live = Live(ZONE, [record_from_rrset(rr) for rr in raw.values()], raw, [])
+    return operations.Context(inputs, ZONE, live, read_state(live, "georelay", "example.com"))
+
+
+def test_state_changed_by_someone_else_refuses_the_whole_batch(
+        tmp_path: Any, client: Any) -> None:
+    inv = write_inventory(tmp_path / "inv", fleet({"us-east-1": 2, "us-east-2": 2}))
+    ctx = _live_zone(inv, OperatorState(weights={"us-east-2-p0": 0}, serial=3))
+    change = operations.evacuate(ctx, "us-east-1", "INC-9", by="alice@ops1",
+                                 at="2025-01-02T03:04:05Z")
+    first, second, *rest = change.plan.records
+    assert (first.action, second.action) == ("DELETE", "CREATE")  # compare-and-swap
+    assert change.plan.raw_deletes[first.record.key] == ctx.current.raw
+    written = decode(second.record.values[0], "new")
+    assert written.serial == 4 and written.weights == {"us-east-2-p0": 0}
+    assert set(written.evacuated) == {"us-east-1"}
+    assert [(c.action, c.record.site) for c in rest] == [("DELETE", "us-east-1")] * 2
+    with Stubber(client) as stub:
+        stub.add_client_error(
+            "change_resource_record_sets", "InvalidChangeBatch",
+            "Tried to delete resource record set [name='_georelay-state.example.com.', "
+            "type='TXT', set-identifier='georelay:state'] but the values provided do not "
+            "match the current values",
+            expected_params={"HostedZoneId": ZONE, "ChangeBatch": {
+                "Comment": ANY, "Changes": [
+                    {"Action": "DELETE", "ResourceRecordSet": ctx.current.raw}, ANY, ANY,
+                    ANY]}})
+        with pytest.raises(ApplyError, match=r"values provided do not match.*nothing "
+                                             r"changed\. Fix: run the command again"):
+            operations.execute(client, change, sleep=lambda _: None)
+        stub.assert_no_pending_responses()
+
+
+def test_first_state_write_is_a_create_that_fails_if_someone_was_first(
+        tmp_path: Any) -> None:
+    inv = write_inventory(tmp_path / "inv", fleet({"us-east-1": 2, "us-east-2": 2}))
+    ctx = _live_zone(inv, None)
+    change = operations.set_weight(ctx, "us-east-1-p1", 4)
+    assert [c.action for c in change.plan.records] == ["CREATE", "UPSERT", "UPSERT"]
+    assert decode(change.plan.records[0].record.values[0], "new").serial == 1
