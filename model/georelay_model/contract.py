@@ -29,8 +29,10 @@ VARS: tuple[Var, ...] = (
     Var("aws_region", "region", None, "AWS region of the group, e.g. us-east-1"),
     Var("georelay_apigw_address", "region", None, "ip:port (or host:port) of the gateway"),
     Var("georelay_backup_regions", "region", None,
-        "regions whose gateways back this region's up, in order; default: every other "
-        "region, nearest first; [] for none"),
+        "regions whose gateways back this region's up, in order; default: the "
+        "georelay_backup_limit nearest other regions; [] for none"),
+    Var("georelay_backup_limit", "region", 3,
+        "without georelay_backup_regions: how many of the nearest other regions back up"),
     Var("georelay_bridging_keeps_in_dns", "region", False,
         "keep a proxy in DNS (/healthz 200) while it bridges through a backup region"),
     Var("public_ip", "host", None, "address Route53 hands out for this proxy"),
@@ -120,7 +122,8 @@ ROLE_TUNABLES: tuple[str, ...] = (
     "haproxy_timeout_server", "haproxy_timeout_http_request",
     "haproxy_timeout_http_keep_alive", "haproxy_timeout_queue", "haproxy_timeout_check",
     "haproxy_retries", "haproxy_retry_on", "haproxy_http_reuse", "haproxy_check_interval",
-    "haproxy_check_fastinter", "haproxy_backend_alpn", "haproxy_tune", "haproxy_backup_check_interval", "haproxy_error_limit",
+    "haproxy_check_fastinter", "haproxy_backend_alpn", "haproxy_tune",
+    "haproxy_backup_check_interval", "haproxy_error_limit",
     "haproxy_check_fall", "haproxy_check_rise", "haproxy_resolvers",
     "haproxy_dns_hold_valid", "haproxy_dns_hold_obsolete", "haproxy_reload_timeout",
 )

@@ -83,6 +83,7 @@ class Region:
     # Other regions this region's proxies fall back to, in order; None: every other region
     # of the fleet, nearest first (georelay_model.regions).
     backup_regions: tuple[str, ...] | None = None
+    backup_limit: int = 3  # how many of the nearest when backup_regions is None
     # Keep this region's proxies in DNS while they bridge through a backup region.
     bridging_keeps_in_dns: bool = False
 
@@ -115,7 +116,8 @@ class Fleet:
         if region.backup_regions is not None:
             return tuple(self.region(b) for b in region.backup_regions)
         others = [r.name for r in self.regions if r.name != name]
-        return tuple(self.region(b) for b in nearest_first(name, others))
+        nearest = nearest_first(name, others)[:region.backup_limit]
+        return tuple(self.region(b) for b in nearest)
 
     def proxy(self, name: str) -> Proxy:
         for p in self.proxies:

@@ -23,7 +23,8 @@ LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 FLEET_VARS = ("georelay_zone", "georelay_services", "georelay_tls_pem", "georelay_backend_ca")
 SERVICE_MANAGERS = ("systemd", "process")
 # Set per region group: every proxy of a region must agree.
-REGION_VARS = ("georelay_backup_regions", "georelay_bridging_keeps_in_dns")
+REGION_VARS = ("georelay_backup_regions", "georelay_backup_limit",
+               "georelay_bridging_keeps_in_dns")
 # Read only by the role, which sees them templated. Where the inventory is read raw
 # (georelay-dns), a Jinja value in one of these is left alone instead of refused.
 ROLE_ONLY = frozenset({"haproxy_bind_address", "haproxy_http_port", "georelay_service_manager",
@@ -147,6 +148,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
     regions = tuple(
         Region(name, tuple(ps), apigw.get(name),
                backup_regions=_backup_regions(r, name, region_vars[name], names),
+               backup_limit=_backup_limit(r, name, region_vars[name]),
                bridging_keeps_in_dns=_boolean(r, region_vars[name],
                                               "georelay_bridging_keeps_in_dns"))
         for name, ps in sorted(by_region.items()))
@@ -180,6 +182,13 @@ def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object
         else:
             out.append(name)
     return tuple(out)
+
+
+def _backup_limit(r: Reader, region: str, seen: Mapping[str, tuple[str, object]]) -> int:
+    host, raw = seen.get("georelay_backup_limit", (region, None))
+    return r.integer(host, "georelay_backup_limit", raw, 3, 0, 50,
+                     "give how many of the nearest regions back this one up (0 for none), "
+                     "or list them in georelay_backup_regions")
 
 
 def _boolean(r: Reader, seen: Mapping[str, tuple[str, object]], field: str) -> bool:

@@ -130,6 +130,8 @@ BAD: list[tuple[str, Callable[[HostVars], None], str, str]] = [
      "georelay_backup_regions", "twice"),
     ("backup-regions-differ-in-region", on("e2", georelay_backup_regions=[]),
      "georelay_backup_regions", "differs from"),
+    ("backup-limit-negative", on_all(georelay_backup_limit=-1), "georelay_backup_limit",
+     "out of range"),
     ("bridging-switch-not-boolean", on_all(georelay_bridging_keeps_in_dns="sometimes"),
      "georelay_bridging_keeps_in_dns", "not true or false"),
 ]
@@ -170,10 +172,13 @@ def backup_order(hostvars: HostVars, host: str) -> list[tuple[str, str]]:
     return [(b["region"], b["domain"]) for b in facts["backends"][0]["backups"]]
 
 
-def test_backups_default_to_every_other_region_nearest_first() -> None:
+def test_backups_default_to_the_nearest_other_regions() -> None:
     assert backup_order(three_regions(), "e1") == [
         ("us-east-2", "us-east-2-fast.example.com"), ("eu-west-2", "eu-west-2-fast.example.com")]
     assert [r for r, _ in backup_order(three_regions(), "w1")] == ["us-east-1", "us-east-2"]
+    limited = three_regions()
+    on_all(georelay_backup_limit=1)(limited)
+    assert [r for r, _ in backup_order(limited, "e1")] == ["us-east-2"]
 
 
 def test_backup_regions_from_the_inventory_in_its_order() -> None:
