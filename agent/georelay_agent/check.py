@@ -123,6 +123,9 @@ def evaluate(config: Config) -> Result:
             if ratio > config.check.http_5xx_warn_ratio:
                 warnings.append(f"{host}: {ratio:.1%} of requests answered 5xx since the "
                                 "previous check")
+        if s.get("home") is not None and any(sv.get("backup") for sv in s["servers"]):
+            perf.append(f"{_label(host + '_bridging')}="
+                        f"{0 if s.get('bridging') is None else 1};0;;0;1")
         p = s["probe"]
         if p is not None:
             perf.append(f"{_label(host + '_probe')}={p['duration_s']:.4f}s;;;0")
@@ -143,10 +146,15 @@ def evaluate(config: Config) -> Result:
         code, summary = CRITICAL, (f"{where}: the agent does not answer on "
                                    f"{config.listen_address}:{config.listen_port} "
                                    f"({agent_text}); Route53 sees this proxy as down")
-    elif agent_code != 200 and snap.state == "healthy":
+    elif agent_code != 200 and snap.healthy:
         code, summary = CRITICAL, f"{where}: the agent answers {agent_code}: {agent_text}"
     elif snap.state == "draining":
         code, summary = WARNING, f"{where}: {snap.reason}"
+    elif snap.state == "bridging":
+        # Requests succeed through another region's gateway: degraded, not down.
+        dns = "kept in DNS (bridging_keeps_in_dns)" if config.bridging_keeps_in_dns else \
+            "/healthz answers 503, Route53 sends users to proxies next to a healthy gateway"
+        code, summary = WARNING, f"{where}: {snap.reason}; {dns}"
     elif warnings:
         code, summary = WARNING, f"{where}: {'; '.join(warnings)}"
     else:

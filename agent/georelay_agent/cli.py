@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from georelay_agent import __version__, drains
 from georelay_agent.config import DEFAULT_CONFIG, Config, ConfigError, load
@@ -44,14 +47,28 @@ def _parser() -> argparse.ArgumentParser:
     p = command("drain", "drain this proxy: /healthz answers 503 'draining: REASON' (root)")
     p.add_argument("--reason", required=True, help="why (shown in /healthz and status)")
     p.add_argument("--expires", metavar="DURATION", help="e.g. 30m, 2h, 1d (default never)")
-    p.add_argument("--id", help="name of this drain (default: time-based)")
+    p.add_argument("--id", help="name of this drain (default: time-based); repeating a drain "
+                   "with the same id, reason and duration changes nothing")
+    _change_options(p)
     p = command("undrain", "remove one drain, or all of them (root)")
     p.add_argument("id", nargs="?", help="the drain to remove (default: all)")
+    p.add_argument("--missing-ok", action="store_true",
+                   help="no drain ID is not an error (nothing to do)")
+    _change_options(p)
     p = command("drains", "list the drains in the spool")
     p.add_argument("--json", action="store_true")
     command("validate", "check the config file and exit (0 valid, 78 invalid)")
     sub.add_parser("schema", help="print the JSON Schema of the status document")
     return parser
+
+
+def _change_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would change, change nothing")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: changed, drain(s), what the agent answers")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS until the running agent has seen the change")
 
 
 def _config(path: str) -> Config:
@@ -90,27 +107,111 @@ def main(argv: list[str] | None = None) -> int:
     spool = Path(config.drain_dir)
     try:
         if args.command == "drain":
-            expires = drains.parse_duration(args.expires) if args.expires else None
-            d = drains.add(spool, args.reason, expires, args.id)
-            print(f"drained {config.proxy}: {d.reason} (id {d.id}, by {d.who}, expires "
-                  f"{_when(d.expires)}); /healthz answers 503 within {config.interval:g}s")
-        elif args.command == "undrain":
-            removed = drains.remove(spool, args.id)
-            print(f"removed drain(s): {', '.join(removed)}" if removed else "no drains")
-        else:
-            found, problems = drains.read(spool)
-            now = time.time()
-            if args.json:
-                print(json.dumps([{**d.to_json(), "active": d.active(now)} for d in found]))
-            for d in found if not args.json else []:
-                state = "active" if d.active(now) else "expired"
-                print(f"{d.id}\t{state}\t{d.who}\t{_when(d.created)}\texpires "
-                      f"{_when(d.expires)}\t{d.reason}")
-            for problem in problems:
-                print(f"georelay-agent: {problem}", file=sys.stderr)
+            return _drain(config, spool, args)
+        if args.command == "undrain":
+            return _undrain(config, spool, args)
+        found, problems = drains.read(spool)
+        now = time.time()
+        if args.json:
+            print(json.dumps([{**d.to_json(), "active": d.active(now)} for d in found]))
+        for d in found if not args.json else []:
+            state = "active" if d.active(now) else "expired"
+            print(f"{d.id}\t{state}\t{d.who}\t{_when(d.created)}\texpires "
+                  f"{_when(d.expires)}\t{d.reason}")
+        for problem in problems:
+            print(f"georelay-agent: {problem}", file=sys.stderr)
     except drains.DrainError as exc:
         print(f"georelay-agent: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _agent_view(config: Config, seen: Callable[[dict[str, Any]], bool] | None,
+                wait: float) -> dict[str, Any]:
+    """What the running agent says after a drain change: whether its status shows the
+    change (polled up to `wait` seconds) and what its /healthz answers then."""
+    from georelay_agent.check import ask_agent
+
+    ok: bool | None = None
+    if seen is not None and wait > 0:
+        deadline = time.monotonic() + wait
+        while True:
+            status = _agent_status(config)
+            ok = status is not None and seen(status)
+            if ok or time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, config.interval / 2))
+    code, text = ask_agent(config)
+    return {"seen": ok, "http_status": code, "answer": text}
+
+
+def _agent_status(config: Config) -> dict[str, Any] | None:
+    host = config.listen_address
+    conn = http.client.HTTPConnection(f"[{host}]" if ":" in host else host, config.listen_port,
+                                      timeout=config.check.agent_timeout)
+    try:
+        conn.request("GET", "/status.json", headers={"Connection": "close"})
+        resp = conn.getresponse()
+        data = json.loads(resp.read()) if resp.status == 200 else None
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _active_ids(status: dict[str, Any]) -> set[str]:
+    return {str(d.get("id")) for d in status.get("drains", []) if d.get("active")}
+
+
+def _describe(d: drains.Drain) -> str:
+    return f"{d.reason} (id {d.id}, by {d.who}, expires {_when(d.expires)})"
+
+
+def _drain(config: Config, spool: Path, args: argparse.Namespace) -> int:
+    expires = drains.parse_duration(args.expires) if args.expires else None
+    d, changed = drains.ensure(spool, args.reason, expires, args.id, dry_run=args.dry_run)
+    wait = 0.0 if args.dry_run or not changed else args.wait
+    agent = _agent_view(config, lambda st: d.id in _active_ids(st), wait)
+    if args.json:
+        print(json.dumps({"proxy": config.proxy, "action": "drain", "changed": changed,
+                          "dry_run": args.dry_run, "drain": d.to_json(), "agent": agent},
+                         sort_keys=True))
+        return 0
+    if not changed:
+        print(f"already drained {config.proxy}: {_describe(d)}; nothing changed")
+    elif args.dry_run:
+        print(f"would drain {config.proxy}: {_describe(d)} (dry run, nothing changed)")
+    else:
+        print(f"drained {config.proxy}: {_describe(d)}; /healthz answers 503 within "
+              f"{config.interval:g}s")
+    _say_agent(config, agent, wait)
+    return 0
+
+
+def _say_agent(config: Config, agent: dict[str, Any], waited: float) -> None:
+    if waited and not agent["seen"]:
+        print(f"georelay-agent: the agent on {config.listen_address}:{config.listen_port} did "
+              f"not show the change within {waited:g}s (is it running?)", file=sys.stderr)
+    if waited:
+        print(f"the agent answers {agent['http_status'] or 'nothing'}: {agent['answer']}")
+
+
+def _undrain(config: Config, spool: Path, args: argparse.Namespace) -> int:
+    before = {d.id: d for d in drains.read(spool)[0]}
+    removed = drains.remove(spool, args.id, missing_ok=args.missing_ok, dry_run=args.dry_run)
+    wait = 0.0 if args.dry_run or not removed else args.wait
+    agent = _agent_view(config, lambda st: not _active_ids(st) & set(removed), wait)
+    if args.json:
+        print(json.dumps({"proxy": config.proxy, "action": "undrain", "changed": bool(removed),
+                          "dry_run": args.dry_run,
+                          "drains": [before[i].to_json() for i in removed if i in before],
+                          "remaining": sorted(set(before) - set(removed)), "agent": agent},
+                         sort_keys=True))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} drain(s): {', '.join(removed)}" if removed else "no drains")
+    _say_agent(config, agent, wait)
     return 0
 
 

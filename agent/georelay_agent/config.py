@@ -26,11 +26,28 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class Backup:
+    """Another region's gateway, a `backup` server in the service's backend."""
+
+    region: str
+    server: str  # the HAProxy server name (its gateway domain)
+
+
+@dataclass(frozen=True)
 class Service:
     hostname: str
     backend: str
     domain: str
     probe_path: str | None
+    home_server: str = ""  # HAProxy server name of the region's own gateway; "" = domain
+    backups: tuple[Backup, ...] = ()  # in order of preference, as in haproxy.cfg
+
+    @property
+    def home(self) -> str:
+        return self.home_server or self.domain
+
+    def backup_region(self, server: str) -> str | None:
+        return next((b.region for b in self.backups if b.server == server), None)
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,12 @@ class Config:
     probe: ProbeSettings
     drain_dir: str
     check: CheckSettings
+    # Keep answering 200 while a service is served by a backup region's gateway.
+    bridging_keeps_in_dns: bool = False
+
+
+_SERVER = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 
 class _Reader:
@@ -173,6 +196,29 @@ def _address(r: _Reader, key: str, default: str) -> str:
     return value
 
 
+def _backups(problems: list[str], s: _Reader, home_server: str) -> tuple[Backup, ...]:
+    """services[i].backups: [{region, server}, ...] in order of preference (may be absent)."""
+    raw = s.raw("backups", [])
+    if not isinstance(raw, list):
+        s.problem(s.field("backups"), f"must be a list of {{region, server}}, got {_kind(raw)}")
+        return ()
+    out: list[Backup] = []
+    for j, item in enumerate(raw):
+        b = _Reader(problems, item, s.field(f"backups[{j}]"))
+        region = b.string("region", pattern=_REGION, hint=": an AWS region such as us-west-2")
+        server = b.string("server", pattern=_SERVER,
+                          hint=": the HAProxy server name of that region's gateway (its domain)")
+        b.finish()
+        if server and server == home_server:
+            b.problem(b.field("server"), f"{server!r} is the home server: a backup is another "
+                      "region's gateway")
+        elif server and any(server == o.server for o in out):
+            b.problem(b.field("server"), f"{server!r} is listed twice")
+        if region and server:
+            out.append(Backup(region, server))
+    return tuple(out)
+
+
 def parse(data: Any, path: str = "<config>") -> Config:
     """A validated Config, or ConfigError listing every problem of ``data``."""
     problems: list[str] = []
@@ -228,8 +274,13 @@ def parse(data: Any, path: str = "<config>") -> Config:
         if probe_path is not None and probe_path.split("?")[0] == healthz_path:
             s.problem(s.field("probe_path"), f"{probe_path} is the health path itself: "
                       "HAProxy would route the probe back to this agent")
+        home_server = s.string("home_server", optional=True, pattern=_SERVER,
+                               hint=": the HAProxy server name of the region's own gateway "
+                               "(its domain)") or domain
+        backups = _backups(problems, s, home_server)
         s.finish()
-        services.append(Service(hostname, backend, domain, probe_path))
+        services.append(Service(hostname, backend, domain, probe_path, home_server,
+                                backups))
     for field in ("hostname", "backend"):
         values = [getattr(s, field) for s in services]
         for dup in sorted({v for v in values if v and values.count(v) > 1}):
@@ -253,6 +304,7 @@ def parse(data: Any, path: str = "<config>") -> Config:
                      probe.timeout if probe.enabled else 0.0)
     stale_after = top.number("stale_after", interval * 3 + worst_tick, 1.0, 600.0)
     drain_dir = top.path("drain_dir") or ""
+    keeps_in_dns = top.boolean("bridging_keeps_in_dns", False)
     c = top.sub("check")
     check = CheckSettings(
         state_dir=c.path("state_dir") or "",
@@ -272,7 +324,7 @@ def parse(data: Any, path: str = "<config>") -> Config:
         raise ConfigError(f"invalid config {path}:\n  " + "\n  ".join(problems))
     return Config(path, proxy, region, listen_address, listen_port, interval, rise, fall,
                   stale_after, healthz_path, ok_body, haproxy, tuple(services), probe,
-                  drain_dir, check)
+                  drain_dir, check, keeps_in_dns)
 
 
 def load(path: str) -> Config:

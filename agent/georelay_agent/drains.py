@@ -64,37 +64,81 @@ def who() -> str:
     return f"{user}@{os.uname().nodename}"
 
 
-def _require_root(action: str) -> None:
-    if os.geteuid() != 0:
-        raise DrainError(f"{action} needs root: the drain spool is owned by root")
+def _require_root(action: str, spool: Path) -> None:
+    """Root writes the spool. Where it belongs to the caller (a lab or demo proxy run without
+    root, georelay_service_manager: process), that caller may too."""
+    if os.geteuid() == 0:
+        return
+    existing = next((p for p in (spool, *spool.parents) if p.exists()), Path("/"))
+    if not os.access(existing, os.W_OK):
+        raise DrainError(f"{action} needs root: the drain spool {spool} is owned by root")
 
 
-def add(spool: Path, reason: str, expires_in: int | None, drain_id: str | None = None,
-        now: float | None = None) -> Drain:
-    _require_root("drain")
-    now = time.time() if now is None else now
+def _check_id(drain_id: str | None) -> None:
     if drain_id is not None and not _ID.match(drain_id):
         raise DrainError(f"--id {drain_id!r}: lowercase letters, digits, '.', '_' or '-'")
-    drain = Drain(id=drain_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" +
-                  secrets.token_hex(3), reason=check_reason(reason), who=who(), created=now,
-                  expires=None if expires_in is None else now + expires_in)
+
+
+def _new(reason: str, expires_in: int | None, drain_id: str | None, now: float) -> Drain:
+    return Drain(id=drain_id or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" +
+                 secrets.token_hex(3), reason=check_reason(reason), who=who(), created=now,
+                 expires=None if expires_in is None else now + expires_in)
+
+
+def _write(spool: Path, drain: Drain) -> None:
     spool.mkdir(mode=0o755, parents=True, exist_ok=True)
     tmp = spool / f".{drain.id}.tmp"
     tmp.write_text(json.dumps(drain.to_json(), sort_keys=True) + "\n")
     tmp.chmod(0o644)
     os.replace(tmp, spool / f"{drain.id}.json")
+
+
+def add(spool: Path, reason: str, expires_in: int | None, drain_id: str | None = None,
+        now: float | None = None) -> Drain:
+    _require_root("drain", spool)
+    _check_id(drain_id)
+    drain = _new(reason, expires_in, drain_id, time.time() if now is None else now)
+    _write(spool, drain)
     return drain
 
 
-def remove(spool: Path, drain_id: str | None = None) -> list[str]:
-    """Remove one drain (or all, and the expired ones): the ids removed."""
-    _require_root("undrain")
+def ensure(spool: Path, reason: str, expires_in: int | None, drain_id: str | None = None,
+           now: float | None = None, dry_run: bool = False) -> tuple[Drain, bool]:
+    """The drain ``drain_id`` with this reason and duration, and whether it had to be written.
+
+    An active drain of that id with the same reason and the same requested duration is kept
+    as it is (its expiry is not pushed back), so repeating a drain changes nothing; another
+    reason or duration replaces it. Without an id every call adds a new drain.
+    """
+    _require_root("drain", spool)
+    _check_id(drain_id)
+    now = time.time() if now is None else now
+    wanted = _new(reason, expires_in, drain_id, now)
+    if drain_id is not None:
+        found, _ = read(spool)
+        for d in found:
+            same_duration = (d.expires is None) if expires_in is None else \
+                d.expires is not None and round(d.expires - d.created) == expires_in
+            if d.id == drain_id and d.active(now) and d.reason == wanted.reason and \
+                    same_duration:
+                return d, False
+    if not dry_run:
+        _write(spool, wanted)
+    return wanted, True
+
+
+def remove(spool: Path, drain_id: str | None = None, *, missing_ok: bool = False,
+           dry_run: bool = False) -> list[str]:
+    """Remove one drain (or all, and the expired ones): the ids removed (or, with dry_run,
+    that would be). A missing ``drain_id`` is an error unless ``missing_ok``."""
+    _require_root("undrain", spool)
     removed = []
     for path in sorted(spool.glob("*.json")):
         if drain_id is None or path.stem == drain_id:
-            path.unlink(missing_ok=True)
+            if not dry_run:
+                path.unlink(missing_ok=True)
             removed.append(path.stem)
-    if drain_id is not None and not removed:
+    if drain_id is not None and not removed and not missing_ok:
         raise DrainError(f"no drain {drain_id!r} in {spool}")
     return removed
 

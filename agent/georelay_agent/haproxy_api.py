@@ -34,10 +34,12 @@ class ServerStat:
     check_desc: str
     last_change_s: int | None
     weight: int
+    backup: bool = False  # a `backup` server: used only while no active server is usable
 
     @property
     def usable(self) -> bool:
-        """Receives new requests: UP (also while failing checks toward DOWN) or unchecked."""
+        """Can receive requests: UP (also while failing checks toward DOWN) or unchecked. A
+        usable backup server receives them only while no active server is usable."""
         return (self.status.startswith("UP") or self.status == "no check") and self.weight > 0
 
 
@@ -56,6 +58,16 @@ class BackendStat:
     @property
     def usable_servers(self) -> int:
         return sum(1 for s in self.servers if s.usable)
+
+    @property
+    def active_servers(self) -> list[ServerStat]:
+        """The non-backup servers (the region's own gateway), in config order."""
+        return [s for s in self.servers if not s.backup]
+
+    @property
+    def backup_servers(self) -> list[ServerStat]:
+        """The backup servers in config order, which is HAProxy's order of preference."""
+        return [s for s in self.servers if s.backup]
 
 
 @dataclass
@@ -178,7 +190,8 @@ def parse_stat(text: str) -> dict[str, BackendStat]:
             backend=row["pxname"], name=name, status=row.get("status", ""),
             check_status=(row.get("check_status") or "").lstrip("* "),
             check_code=row.get("check_code") or "", check_desc=row.get("last_chk") or "",
-            last_change_s=_opt_int(row.get("lastchg")), weight=_int(row.get("weight"))))
+            last_change_s=_opt_int(row.get("lastchg")), weight=_int(row.get("weight")),
+            backup=_int(row.get("bck")) > 0))
     return backends
 
 

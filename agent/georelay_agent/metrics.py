@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from georelay_agent.snapshot import Snapshot
 
-STATES = ("healthy", "unhealthy", "draining", "starting")
+STATES = ("healthy", "bridging", "unhealthy", "draining", "starting")
 
 
 class SnapshotCollector(Collector):
@@ -57,7 +57,8 @@ class SnapshotCollector(Collector):
                                "1 when the service's backend has a usable server (hysteresis)",
                                labels=svc)
         usable = GaugeMetricFamily("georelay_agent_backend_usable_servers",
-                                   "Servers taking new requests", labels=svc)
+                                   "Servers able to take requests (home and backups)",
+                                   labels=svc)
         req = CounterMetricFamily("georelay_agent_backend_requests",
                                   "HTTP requests of the backend (HAProxy req_tot)", labels=svc)
         e5 = CounterMetricFamily("georelay_agent_backend_http_5xx",
@@ -71,9 +72,23 @@ class SnapshotCollector(Collector):
                                     "Duration of the last end-to-end probe", labels=svc)
         cert = GaugeMetricFamily("georelay_agent_certificate_expiry_timestamp_seconds",
                                  "notAfter of the certificate the proxy serves", labels=svc)
+        home_up = GaugeMetricFamily("georelay_agent_home_up",
+                                    "1 when the service's own region's gateway is usable "
+                                    "(hysteresis)", labels=svc)
+        bridging = GaugeMetricFamily("georelay_agent_bridging",
+                                     "1 for the backup region whose gateway serves the service "
+                                     "while its home gateway is down", labels=[*svc,
+                                                                               "backup_region"])
         for s in doc["services"]:
             sl = [*labels, s["hostname"], s["backend"]]
             up.add_metric(sl, 1.0 if s["up"] else 0.0)
+            home = s.get("home")
+            if home is not None:
+                home_up.add_metric(sl, 1.0 if home["up"] else 0.0)
+                serving = (s.get("bridging") or {}).get("region")
+                regions = [sv["region"] or sv["name"] for sv in s["servers"] if sv.get("backup")]
+                for region in dict.fromkeys(regions):
+                    bridging.add_metric([*sl, region], 1.0 if region == serving else 0.0)
             usable.add_metric(sl, float(s["usable_servers"]))
             if s["requests_total"] is not None:
                 req.add_metric(sl, float(s["requests_total"]))
@@ -86,7 +101,7 @@ class SnapshotCollector(Collector):
                 probe_s.add_metric(sl, p["duration_s"])
                 if p["cert_not_after"] is not None:
                     cert.add_metric(sl, p["cert_not_after"])
-        yield from (up, usable, req, e5, errs, probe_up, probe_s, cert)
+        yield from (up, usable, home_up, bridging, req, e5, errs, probe_up, probe_s, cert)
 
 
 def _gauge(name: str, doc: str, labels: list[str], value: float) -> GaugeMetricFamily:

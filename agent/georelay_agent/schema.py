@@ -1,7 +1,9 @@
 """JSON Schema (draft 2020-12) of the status document: /status.json and `check --json`.
 
 ``schema_version`` changes whenever a field is removed, renamed or changes meaning; adding
-an optional field does not change it. `georelay-agent schema` prints this schema.
+an optional field (or a new `state`) does not change it. `georelay-agent schema` prints this
+schema. Added to version 1 since: `state` "bridging", `agent.bridging_keeps_in_dns`,
+`services[].home`, `services[].bridging`, `services[].servers[].backup` and `.region`.
 """
 
 from __future__ import annotations
@@ -19,13 +21,21 @@ def _opt(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
-def _obj(props: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"type": "object", "required": sorted(props), "properties": props,
-            "additionalProperties": False, **(extra or {})}
+def _obj(props: dict[str, Any], extra: dict[str, Any] | None = None,
+         optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object with exactly these properties; all required but the `optional` ones (fields
+    added to version 1 later: documents of older agents lack them)."""
+    return {"type": "object", "required": sorted(set(props) - set(optional)),
+            "properties": props, "additionalProperties": False, **(extra or {})}
 
 
+_BOOL = {"type": "boolean"}
 SERVER = _obj({"name": _STR, "status": _STR, "check_status": _STR, "check_code": _STR,
-               "check_desc": _STR, "last_change": _opt(_NUM)})
+               "check_desc": _STR, "last_change": _opt(_NUM),
+               "backup": _BOOL, "region": _opt(_STR)}, optional=("backup", "region"))
+HOME = _obj({"server": _STR, "status": _opt(_STR), "usable": _BOOL, "up": _BOOL,
+             "since": _opt(_NUM)})
+BRIDGING = _obj({"region": _STR, "server": _STR, "since": _NUM})
 PROBE = _obj({"path": _STR, "ok": {"type": "boolean"}, "status": _opt(_INT),
               "duration_s": _NUM, "error": _opt(_STR), "at": _NUM,
               "cert_not_after": _opt(_NUM), "up": {"type": "boolean"}})
@@ -36,7 +46,8 @@ SERVICE = _obj({
     "requests_total": _opt(_INT), "http_5xx_total": _opt(_INT),
     "errors": _opt(_obj({"connect": _INT, "response": _INT, "retries": _INT})),
     "http_5xx_ratio": _opt({"type": "number", "minimum": 0, "maximum": 1}),
-    "probe": _opt(PROBE)})
+    "probe": _opt(PROBE), "home": _opt(HOME), "bridging": _opt(BRIDGING)},
+    optional=("home", "bridging"))
 DRAIN = _obj({"id": _STR, "reason": _STR, "who": _STR, "created": _NUM,
               "expires": _opt(_NUM), "active": {"type": "boolean"}})
 CHECK = _obj({"status": {"enum": ["OK", "WARNING", "CRITICAL", "UNKNOWN"]},
@@ -52,8 +63,9 @@ STATUS_SCHEMA: dict[str, Any] = {
         "generated": _NUM,
         "snapshot_age_s": {"type": "number", "minimum": 0},
         "agent": _obj({"version": _STR, "proxy": _STR, "region": _STR, "pid": _INT,
-                       "started": _NUM, "interval_s": _NUM, "rise": _INT, "fall": _INT}),
-        "state": {"enum": ["healthy", "unhealthy", "draining", "starting"]},
+                       "started": _NUM, "interval_s": _NUM, "rise": _INT, "fall": _INT,
+                       "bridging_keeps_in_dns": _BOOL}, optional=("bridging_keeps_in_dns",)),
+        "state": {"enum": ["healthy", "bridging", "unhealthy", "draining", "starting"]},
         "healthy": {"type": "boolean"},
         "reason": _opt(_STR),
         "since": _NUM,

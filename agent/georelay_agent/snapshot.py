@@ -1,8 +1,12 @@
 """From observations to the one snapshot everybody reads: /healthz, /status.json, /metrics.
 
 States (docs/AGENT.md says what to do about each):
-  healthy    HAProxy answers, every service's backend has a usable server, probes pass.
-  unhealthy  one of those is not true (after `fall` observations in a row).
+  healthy    HAProxy answers, every service's home gateway is usable, probes pass.
+  bridging   requests succeed, but a service's home gateway is down and HAProxy relays it to
+             a backup region's gateway. /healthz answers 503 (users are better served by
+             proxies next to a healthy gateway), or 200 with bridging_keeps_in_dns.
+  unhealthy  a service has no usable server at all, a probe fails, HAProxy does not answer
+             (after `fall` observations in a row).
   draining   an operator drained the proxy (georelay-agent drain); health is otherwise fine.
   starting   nothing observed yet.
 """
@@ -16,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from georelay_agent import STATUS_SCHEMA_VERSION, __version__
-from georelay_agent.config import Config
+from georelay_agent.config import Config, Service
 from georelay_agent.drains import active
+from georelay_agent.haproxy_api import BackendStat
 from georelay_agent.hysteresis import Hysteresis
 from georelay_agent.probe import ProbeResult
 
@@ -29,20 +34,58 @@ RATE_WINDOW_S = 60.0
 
 @dataclass(frozen=True)
 class Snapshot:
-    state: str  # healthy | unhealthy | draining | starting
+    state: str  # healthy | bridging | unhealthy | draining | starting
     reason: str | None
     generated: float  # wall clock
     generated_mono: float
     doc: dict[str, Any]  # the status document without its age
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    in_dns: bool = False  # /healthz answers 200: healthy, or bridging_keeps_in_dns
 
     @property
     def healthy(self) -> bool:
-        return self.state == "healthy"
+        """What /healthz says (before the staleness check): 200 or 503."""
+        return self.in_dns
 
     def age(self, now_mono: float | None = None) -> float:
         return max(0.0, (time.monotonic() if now_mono is None else now_mono) -
                    self.generated_mono)
+
+
+BRIDGING = "home gateway down, bridging via backup"
+
+
+def bridging_reason(bridges: list[tuple[str, str]], several_services: bool) -> str:
+    """The one-line reason for services (hostname, backup region) relayed to a backup:
+    'home gateway down, bridging via backup us-west-2', naming the services when the proxy
+    serves several: '... via backup us-west-2 (fast.example.com, api.example.com)'."""
+    if not several_services:
+        return f"{BRIDGING} {bridges[0][1]}"
+    by_region: dict[str, list[str]] = {}
+    for hostname, region in bridges:
+        by_region.setdefault(region, []).append(hostname)
+    return f"{BRIDGING} " + ", ".join(f"{region} ({', '.join(hosts)})"
+                                      for region, hosts in by_region.items())
+
+
+def _server_label(s: Service, name: str, backup: bool) -> str:
+    if not backup:
+        return name
+    return f"{name} (backup {s.backup_region(name) or '?'})"
+
+
+def _agreement(s: Service, b: BackendStat) -> list[str]:
+    """Warnings where the agent's config and haproxy.cfg name different servers."""
+    out: list[str] = []
+    fix = "agent config and haproxy.cfg disagree; re-run playbooks/proxies.yml"
+    if b.active_servers and s.home not in {sv.name for sv in b.active_servers}:
+        out.append(f"{s.hostname}: home server {s.home} is not in {s.backend}: {fix}")
+    backups = {sv.name for sv in b.backup_servers}
+    for k in s.backups:
+        if k.server not in backups:
+            out.append(f"{s.hostname}: backup server {k.server} ({k.region}) is not a backup "
+                       f"in {s.backend}: {fix}")
+    return out
 
 
 class State:
@@ -58,12 +101,14 @@ class State:
         self.first_failed: int | None = None
         self.state = "starting"
         self.since = self.started
+        self.bridged: dict[str, tuple[str, str]] = {}  # service -> (region, server) serving
 
     def _agent(self) -> dict[str, Any]:
         c = self.config
         return {"version": __version__, "proxy": c.proxy, "region": c.region,
                 "pid": os.getpid(), "started": self.started, "interval_s": c.interval,
-                "rise": self.hysteresis.rise, "fall": self.hysteresis.fall}
+                "rise": self.hysteresis.rise, "fall": self.hysteresis.fall,
+                "bridging_keeps_in_dns": c.bridging_keeps_in_dns}
 
     def starting(self) -> Snapshot:
         doc = {"schema_version": STATUS_SCHEMA_VERSION, "generated": self.started,
@@ -122,21 +167,52 @@ class State:
         pending = self._reloads(obs)
         warnings: list[str] = []
         services: list[dict[str, Any]] = []
+        bridges: list[tuple[str, str]] = []  # (service, backup region) relayed to a backup
         failing: list[str] = [] if haproxy.up else [haproxy.reason or "haproxy down"]
         for s in c.services:
             key = f"backend:{s.hostname}"
             names.add(key)
+            hkey = f"home:{s.hostname}"
+            names.add(hkey)
             b = obs.backends.get(s.backend) if obs.backends is not None else None
             if obs.backends is not None:
                 if b is None:
                     ok, why = False, f"{s.hostname}: backend {s.backend} is not in haproxy.cfg"
                 else:
+                    # Requests succeed while any server, home or backup, is usable.
                     ok = b.usable_servers > 0
-                    detail = "; ".join(f"{sv.name} {sv.status} {sv.check_status} "
-                                       f"{sv.check_desc}".strip() for sv in b.servers)
+                    detail = "; ".join(f"{_server_label(s, sv.name, sv.backup)} {sv.status} "
+                                       f"{sv.check_status} {sv.check_desc}".strip()
+                                       for sv in b.servers)
                     why = f"{s.hostname}: no usable server in {s.backend} ({detail})"
+                    home_ok = any(sv.usable for sv in b.active_servers)
+                    h.observe(hkey, home_ok, f"{s.hostname}: home gateway {s.home} is not "
+                              "usable", now)
+                    warnings += _agreement(s, b)
                 h.observe(key, ok, why, now)
             st = h.get(key)
+            hst = h.get(hkey) if b is not None else None
+            bridging: dict[str, Any] | None = None
+            if hst is not None and hst.up:
+                self.bridged.pop(s.hostname, None)
+            elif b is not None and st and st.up and hst:
+                # HAProxy sends to the first usable backup, in config order. When none is
+                # usable now the backend check is falling: until it has fallen, the backup
+                # that served last is still the answer (never "healthy" with the home down).
+                serving = next((sv for sv in b.backup_servers if sv.usable), None)
+                if serving is not None:
+                    self.bridged[s.hostname] = (s.backup_region(serving.name) or serving.name,
+                                                serving.name)
+                last = self.bridged.get(s.hostname)
+                if last is not None:
+                    bridging = {"region": last[0], "server": last[1], "since": hst.since}
+                    bridges.append((s.hostname, last[0]))
+                elif haproxy.up:  # the home is down and nothing ever took over
+                    failing.append(st.last_reason or f"{s.hostname}: home gateway {s.home} "
+                                   "is not usable and no backup took over")
+            home_sv = None if b is None else next(
+                (sv for sv in b.active_servers if sv.name == s.home),
+                b.active_servers[0] if b.active_servers else None)
             entry: dict[str, Any] = {
                 "hostname": s.hostname, "backend": s.backend, "domain": s.domain,
                 "up": st.up if st else False, "reason": st.reason if st else "not observed",
@@ -146,7 +222,16 @@ class State:
                              "check_status": sv.check_status, "check_code": sv.check_code,
                              "check_desc": sv.check_desc,
                              "last_change": None if sv.last_change_s is None
-                             else now - sv.last_change_s} for sv in (b.servers if b else [])],
+                             else now - sv.last_change_s,
+                             "backup": sv.backup,
+                             "region": s.backup_region(sv.name) if sv.backup else c.region}
+                            for sv in (b.servers if b else [])],
+                "home": None if b is None else {
+                    "server": home_sv.name if home_sv else s.home,
+                    "status": home_sv.status if home_sv else None,
+                    "usable": any(sv.usable for sv in b.active_servers),
+                    "up": hst.up if hst else False, "since": hst.since if hst else None},
+                "bridging": bridging,
                 "requests_total": b.requests_total if b else None,
                 "http_5xx_total": b.http_5xx_total if b else None,
                 "errors": {"connect": b.errors_connect, "response": b.errors_response,
@@ -192,19 +277,25 @@ class State:
                             "and no reload took it: the reload failed or never ran")
         all_drains = obs.drains
         on = active(all_drains, now)
+        bridged = bridging_reason(bridges, len(c.services) > 1) if bridges else None
         if failing:
             state, reason = "unhealthy", failing[0]
         elif on:
             more = f" (+{len(on) - 1} more)" if len(on) > 1 else ""
             state, reason = "draining", f"draining: {on[0].reason}{more}"
+        elif bridged:
+            state, reason = "bridging", bridged
         else:
             state, reason = "healthy", None
+        if bridged and state != "bridging":
+            warnings.insert(0, bridged)  # still worth knowing behind another reason
+        in_dns = state == "healthy" or (state == "bridging" and c.bridging_keeps_in_dns)
         if state != self.state:
             self.state, self.since = state, now
         info = obs.info or {}
         doc: dict[str, Any] = {
             "schema_version": STATUS_SCHEMA_VERSION, "generated": now, "agent": self._agent(),
-            "state": state, "healthy": state == "healthy", "reason": reason,
+            "state": state, "healthy": in_dns, "reason": reason,
             "since": self.since,
             "haproxy": {"up": haproxy.up, "error": obs.haproxy_error,
                         "pid": int(info["Pid"]) if info.get("Pid", "").isdigit() else None,
@@ -220,4 +311,4 @@ class State:
             "warnings": warnings,
             "collection": {"at": obs.at, "duration_s": obs.duration_s,
                            "problems": obs.problems}}
-        return Snapshot(state, reason, now, time.monotonic(), doc, tuple(warnings))
+        return Snapshot(state, reason, now, time.monotonic(), doc, tuple(warnings), in_dns)

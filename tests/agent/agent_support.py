@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.error
@@ -74,6 +75,20 @@ def make_fleet(base: Path, **kw: Any) -> AgentFleet:
     ca = str(base / "lab/certs/lab-ca.pem")
     all_vars = {**AGENT_VARS, "georelay_agent_probe_ca_file": ca, **kw.pop("all_vars", {})}
     return AgentFleet(base, all_vars=all_vars, **kw)
+
+
+NAGIOS = re.compile(r"^GEORELAY-AGENT (OK|WARNING|CRITICAL|UNKNOWN) - ([^|]+?)(?: \| (.*))?$")
+PERF = re.compile(r"^('[^']+'|[^ '=]+)=(-?[\d.]+)(s|%|B|KB|MB|TB|c)?(;[^; ]*){0,4}$")
+
+
+def parse_nagios(line: str) -> tuple[str, str, list[str]]:
+    """(status word, summary, perfdata items) of a Nagios plugin line, checked."""
+    m = NAGIOS.match(line.strip())
+    assert m, f"not a Nagios plugin line: {line!r}"
+    perf = (m.group(3) or "").split()
+    for item in perf:
+        assert PERF.match(item), f"bad perfdata {item!r} in {line!r}"
+    return m.group(1), m.group(2), perf
 
 
 AGENT_CMD = [str(BIN / "python"), "-m", "georelay_agent"]

@@ -11,9 +11,12 @@ from agent_support import AgentFleet, make_fleet
 from support import SERVICES, LabFleet, running_fleet
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def agent_fleet() -> Iterator[AgentFleet]:
-    """Two regions, one proxy each, two services; the agent deployed by playbooks/proxies.yml."""
+    """Two regions, one proxy each, two services; the agent deployed by playbooks/proxies.yml.
+    Each proxy's backends hold the other region's gateway as a backup server. Shared by the
+    agent's fleet, bridging and drain-playbook tests (one deploy); each test leaves it as it
+    found it: gateways up, no drains."""
     with running_fleet(make=make_fleet, regions={"us-east-1": ["e1"], "us-west-2": ["w1"]},
                        services=[dict(s) for s in SERVICES]) as fleet:
         yield cast(AgentFleet, fleet)  # built by make_fleet
