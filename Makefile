@@ -16,7 +16,7 @@ LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georela
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system demo demo-down lint test bench clean
+.PHONY: setup system demo demo-down drill lint test bench clean
 
 setup: system $(VENV)/.installed
 
@@ -53,6 +53,12 @@ demo: setup
 
 demo-down:
 	@if [ -x $(BIN)/georelay-lab ]; then $(BIN)/georelay-lab down --lab-dir $(LAB); fi
+
+# Against the running demo (make demo first): kill a proxy, stop a region's gateway, evacuate
+# and restore a region, showing Route53's answers, the agents and real requests at each step;
+# everything is put back (docs/runbooks/).
+drill: setup
+	$(LAB_AWS) $(BIN)/python -m georelay_lab.drill -i $(INVENTORY) --lab-dir $(LAB)
 
 lint: setup
 	$(BIN)/ruff check .

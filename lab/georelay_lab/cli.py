@@ -86,3 +86,17 @@ def show(inventory: str, lab_dir: str, path: str) -> None:
         click.echo(line)
         failures += not ok
     sys.exit(1 if failures else 0)
+
+
+@main.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--settle-timeout", default=45.0, show_default=True, type=float,
+              help="seconds each step may take to show")
+def drill(inventory: str, lab_dir: str, settle_timeout: float) -> None:
+    """Fail a proxy, then a region's gateway, then evacuate a region, on the running lab
+    fleet; show Route53's answers, the agents and real requests at each step; put it back."""
+    from georelay_lab import drill as run_drill
+
+    sys.exit(run_drill.main(["-i", inventory, "--lab-dir", lab_dir,
+                             "--settle-timeout", str(settle_timeout)]))
