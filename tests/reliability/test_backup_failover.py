@@ -2,7 +2,7 @@
 
 The fleet: us-east-1 (proxy e1) and us-west-2 (proxy w1), one service, product defaults
 for failover (error-limit 3 marks a gateway down on real traffic's connection errors,
-`option redispatch 1`, retries 3 on conn-failure/empty-response), checks every 500 ms
+`option redispatch 1`, retries 4 on conn-failure/empty-response), checks every 500 ms
 (fall 2, rise 2, fastinter 500 ms). Each stand-in gateway is SNI- and Host-strict: it
 answers 403 to a Host that is not the domain its TLS handshake named, and says which
 region answered (x-lab-region) and what Host/SNI it received.
