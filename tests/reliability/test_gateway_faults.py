@@ -34,6 +34,15 @@ def timed(fleet: LabFleet, hostname: str, path: str,
     return time.monotonic() - start, reply
 
 
+def timed_or_closed(fleet: LabFleet, hostname: str, path: str
+                    ) -> tuple[float, client.Reply | None]:
+    start = time.monotonic()
+    try:
+        return timed(fleet, hostname, path)
+    except http.client.RemoteDisconnected:
+        return time.monotonic() - start, None
+
+
 def restart_gateway(fleet: LabFleet, pem: bytes | None = None) -> None:
     lab = fleet.lab()
     if pem is not None:
@@ -50,14 +59,19 @@ def test_refused_connections_get_503_at_once_not_a_hang(fault_fleet: LabFleet) -
     try:
         stopped = time.monotonic()
         with ThreadPoolExecutor(max_workers=1) as pool:  # a request before the checks tell
-            first = pool.submit(timed, fleet, "fast.example.com", "/refused")
+            first = pool.submit(timed_or_closed, fleet, "fast.example.com", "/refused")
             wait_status(fleet, "p1", FAST, "DOWN")
             down_after = time.monotonic() - stopped
-            before_down = [first.result()]
+            first_s, first_reply = first.result()
+        # The first request may meet only pooled connections to the gateway that just died:
+        # HAProxy 2.6.12 then spends its retries on them within milliseconds and closes the
+        # client connection without a response (docs/BENCHMARKS.md, in-proxy failover).
+        assert first_s < RETRIES * 1.0 + 2, first_s  # bounded: never a hang
+        before_down = [(first_s, first_reply)] if first_reply is not None else []
         after_down = [timed(fleet, "fast.example.com", "/refused") for _ in range(20)]
         record_figures("gateway_refuses", {
-            "first_request_s": round(before_down[0][0], 2),
-            "first_status": before_down[0][1].status,
+            "first_request_s": round(first_s, 2),
+            "first_status": first_reply.status if first_reply else "closed without response",
             "marked_down_after_s": round(down_after, 2),
             "after_down_requests": len(after_down),
             "after_down_p99_ms": percentile_ms([s for s, _ in after_down], 99),
