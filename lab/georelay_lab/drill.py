@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +248,10 @@ class Drill:
         self.say("Route53: what users near each region get (georelay-dns simulate --live"
                  + (f" --down {' --down '.join(down)}" if down else "") + "):")
         answers: dict[str, list[Answer]] = {}
-        for region in self.regions:
-            code, text, got = route53(self.inventory, region.name, self.hostname, down)
+        with ThreadPoolExecutor(4) as pool:  # one simulate per client region, at once
+            results = list(pool.map(
+                lambda r: route53(self.inventory, r.name, self.hostname, down), self.regions))
+        for region, (code, text, got) in zip(self.regions, results, strict=True):
             answers[region.name] = got
             if code != 0:
                 self.problems.append(f"georelay-dns simulate --from {region.name} exit {code}")

@@ -4,11 +4,11 @@ the runbooks' variables to it."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,21 +137,25 @@ class RunbookFleet(LabFleet):
             if not haproxy_running(self.root(host)):
                 start_haproxy(self.root(host))
                 fixed.append(f"{host}: HAProxy restarted")
-            agent = self.root(host) / "opt/georelay-agent/venv/bin/georelay-agent"
-            drains = subprocess.run([str(agent), "drains", "--json"], capture_output=True,
-                                    text=True, timeout=30, check=True)
-            if json.loads(drains.stdout):
+            spool = self.root(host) / "var/lib/georelay-agent/drains"
+            left = sorted(f.name for f in spool.glob("*.json"))
+            if left:
+                agent = self.root(host) / "opt/georelay-agent/venv/bin/georelay-agent"
                 subprocess.run([str(agent), "undrain"], capture_output=True, timeout=30,
                                check=True)
-                fixed.append(f"{host}: drains removed: {drains.stdout.strip()}")
-        state = self.dns("simulate", "--from", self.regions_list()[0], "--live")
+                fixed.append(f"{host}: drains removed: {left}")
+        with ThreadPoolExecutor(2) as pool:  # two reads of Route53 at once
+            reading = pool.submit(self.dns, "simulate", "--from", self.regions_list()[0],
+                                  "--live")
+            planning = pool.submit(self.dns, "plan")
+            state, plan = reading.result(), planning.result()
         if "operator state in Route53: none" not in state.stdout:
             for region in self.regions:
                 self.dns("restore", region)
             for host in self.proxy_names():
                 self.dns("weight", host, "--reset")
             fixed.append(f"Route53 operator state reset: {state.stdout[:300]}")
-        plan = self.dns("plan")
+            plan = self.dns("plan")
         if plan.returncode != 0:
             applied = self.dns("apply", "--yes", "--force")
             fixed.append(f"Route53 re-applied (plan exit {plan.returncode}; apply exit "
