@@ -10,6 +10,13 @@ for the us-east-1 gateway (`us-east-1-fast.example.com`):
 
 wrk runs in a private mount namespace whose /etc/hosts points the public name at the target,
 so SNI and Host are the real names without touching the machine's resolver.
+
+Equal CPU: each relay runs one thread/worker. With ``--pin`` (the default where the machine
+has at least 2 CPUs) every relay is bound to the last CPU and wrk and the gateway to the
+others, so each relay has a whole core to itself and never competes with the load it is
+measured under. Besides req/s and latency, the relay's own CPU time per request (user +
+system of its process tree, read from /proc) is reported: what a request costs, independent
+of how the scheduler shared the machine.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ class Result:
     rps: list[float] = field(default_factory=list)
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)  # relay CPU per request
     errors: int = 0
 
     @property
@@ -58,6 +66,10 @@ def _ms(value: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
+def wrk_requests(out: str) -> int:
+    return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+
 def parse_wrk(out: str) -> tuple[float, float, float, int]:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -68,13 +80,18 @@ def parse_wrk(out: str) -> tuple[float, float, float, int]:
 
 
 class Bench:
-    def __init__(self, work: Path, duration: int, connections: int, reps: int) -> None:
+    def __init__(self, work: Path, duration: int, connections: int, reps: int,
+                 pin: bool = False) -> None:
         self.work = work
         self.duration = duration
         self.connections = connections
         self.reps = reps
         self.a = cfg.Addresses()
         self.certs = work / "certs"
+        cpus = sorted(os.sched_getaffinity(0))
+        # Pinned: relays on the last CPU, wrk and the gateway on the others.
+        self.relay_cpus = {cpus[-1]} if pin and len(cpus) > 1 else set(cpus)
+        self.load_cpus = set(cpus[:-1]) if pin and len(cpus) > 1 else set(cpus)
 
     # -- set-up -------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -95,6 +112,25 @@ class Bench:
         for ip, port in ((self.a.gateway, self.a.gateway_port), (self.a.relay, 443),
                          (self.a.nginx, 443), (self.a.seed, 443)):
             assert processes.wait_port(ip, port), f"nothing listens on {ip}:{port}"
+        self.pin_all()
+
+    def pid_files(self) -> dict[str, Path]:
+        return {"georelay": self.work / "relay/run/haproxy.pid",
+                "nginx relay": self.work / "nginx-relay.pid",
+                "seed 001": self.work / "seed.pid",
+                "direct": self.work / "gateway.pid"}
+
+    def pid(self, target: str) -> int:
+        return int(self.pid_files()[target].read_text().split()[0])
+
+    def pin_all(self) -> None:
+        """Bind every relay (and the processes it forks later: HAProxy's master forks the
+        workers of each reload) to the relay CPU, the gateway to the load CPUs."""
+        for target in self.pid_files():
+            cpus = self.load_cpus if target == "direct" else self.relay_cpus
+            for pid in tree_pids(self.pid(target)):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    os.sched_setaffinity(int(tid), cpus)
 
     def _nginx(self, name: str, conf: str) -> None:
         path = self.work / f"{name}.conf"
@@ -150,10 +186,23 @@ class Bench:
         args = ["wrk", "-t1", f"-c{self.connections}", f"-d{self.duration}s", "--latency",
                 *(["-H", "Connection: close"] if close else []), f"https://{host}:{port}{path}"]
         script = f'mount --bind {hosts} /etc/hosts && exec "$@"'
-        proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "wrk", *args],
+        cpus = ",".join(str(c) for c in sorted(self.load_cpus))
+        proc = subprocess.run(["taskset", "-c", cpus, "unshare", "-m", "sh", "-c", script,
+                               "wrk", *args],
                               capture_output=True, text=True, timeout=self.duration + 60,
                               check=True)
         return proc.stdout
+
+    def measure(self, target: str, ip: str, host: str, path: str,
+                close: bool) -> tuple[float, float, float, int, float]:
+        """wrk against one target: req/s, p50, p99, errors, and the CPU microseconds the
+        target's process tree spent per request (for direct: the gateway's)."""
+        pid = self.pid(target)
+        before = tree_cpu_seconds(pid)
+        out = self.wrk(ip, host, path, close)
+        spent = tree_cpu_seconds(pid) - before
+        rps, p50, p99, errors = parse_wrk(out)
+        return rps, p50, p99, errors, spent * 1e6 / max(1, wrk_requests(out))
 
     def targets(self) -> list[tuple[str, str, str]]:
         return [("georelay", self.a.relay, cfg.PUBLIC), ("nginx relay", self.a.nginx, cfg.PUBLIC),
@@ -166,30 +215,35 @@ class Bench:
                 row = {name: Result(name, body, clients) for name, _, _ in self.targets()}
                 for _ in range(self.reps):  # interleaved: drift hits every target alike
                     for name, ip, host in self.targets():
-                        rps, p50, p99, errors = parse_wrk(self.wrk(ip, host, path, close))
+                        rps, p50, p99, errors, cpu = self.measure(name, ip, host, path, close)
                         r = row[name]
                         r.rps.append(rps)
                         r.p50_ms.append(p50)
                         r.p99_ms.append(p99)
+                        r.cpu_us.append(cpu)
                         r.errors += errors
                         print(f"  {clients:17} {body:7} {name:12} {rps:9.0f} req/s "
-                              f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms errors {errors}",
-                              flush=True)
+                              f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms cpu {cpu:6.1f} us/req "
+                              f"errors {errors}", flush=True)
                 results.extend(row.values())
         return results
 
-    def compare(self, variants: dict[str, dict[str, object]], rounds: int) -> dict[str, list]:
+    def compare(self, variants: dict[str, dict[str, object]], rounds: int,
+                path: str = "/small", close: bool = False) -> dict[str, list]:
         """georelay/nginx req/s ratio per variant of the role's tunables (kept-alive clients,
-        small body), each variant redeployed by the role and measured right beside nginx."""
+        small body unless told), each variant redeployed by the role and measured right
+        beside nginx; also each one's p99 and CPU per request."""
         ratios: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(rounds):
             for name, tunables in variants.items():
                 self._deploy_georelay(**tunables)
-                ours = parse_wrk(self.wrk(self.a.relay, cfg.PUBLIC, "/small", False))[0]
-                nginx = parse_wrk(self.wrk(self.a.nginx, cfg.PUBLIC, "/small", False))[0]
-                ratios[name].append(ours / nginx)
-                print(f"  {name:24} georelay {ours:8.0f}  nginx {nginx:8.0f}  "
-                      f"ratio {ours / nginx:.2f}", flush=True)
+                self.pin_all()
+                ours = self.measure("georelay", self.a.relay, cfg.PUBLIC, path, close)
+                nginx = self.measure("nginx relay", self.a.nginx, cfg.PUBLIC, path, close)
+                ratios[name].append(ours[0] / nginx[0])
+                print(f"  {name:24} georelay {ours[0]:8.0f} p99 {ours[2]:5.2f} ms "
+                      f"{ours[4]:5.1f} us/req | nginx {nginx[0]:8.0f} p99 {nginx[2]:5.2f} ms "
+                      f"{nginx[4]:5.1f} us/req | ratio {ours[0] / nginx[0]:.2f}", flush=True)
         return ratios
 
     def idle_memory(self, count: int) -> dict[str, float]:
@@ -215,15 +269,32 @@ class Bench:
         return out
 
 
-def tree_rss_kib(pid: int) -> int:
-    """RSS of pid and its children (HAProxy workers, nginx workers)."""
-    total = 0
-    pids = [pid] + [int(p) for p in subprocess.run(
+def tree_pids(pid: int) -> list[int]:
+    """pid and its children (HAProxy workers, nginx workers)."""
+    return [pid] + [int(p) for p in subprocess.run(
         ["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
-    for p in pids:
+
+
+def tree_rss_kib(pid: int) -> int:
+    """RSS of pid and its children."""
+    total = 0
+    for p in tree_pids(pid):
         status = Path(f"/proc/{p}/status").read_text()
         total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of pid and its live children, all threads."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / tick
 
 
 def spread(values: list[float]) -> str:
@@ -231,21 +302,26 @@ def spread(values: list[float]) -> str:
 
 
 def markdown(results: list[Result], memory: dict[str, float], idle: int, duration: int,
-             connections: int, reps: int) -> str:
+             connections: int, reps: int, pinned: bool) -> str:
     by = {(r.target, r.body, r.clients): r for r in results}
+    placement = ("each relay pinned to a CPU of its own, wrk and the gateway on the other(s)"
+                 if pinned else "not pinned: relays, wrk and the gateway share every CPU")
     lines = [f"wrk -t1 -c{connections} -d{duration}s, {reps} interleaved repetitions per cell "
-             "(median, min-max); relays with one thread/worker each; gateway: nginx, 1 worker.",
+             "(median, min-max); relays with one thread/worker each; gateway: nginx, 1 worker; "
+             f"{placement}. CPU: the target's own user+system time per request (for direct: "
+             "the gateway's).",
              "",
-             "| clients | body | target | req/s (median) | spread | p50 ms | p99 ms | errors "
-             "| vs nginx | vs seed | vs direct |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| clients | body | target | req/s (median) | spread | p50 ms | p99 ms "
+             "| CPU us/req | errors | vs nginx | vs seed | vs direct |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         nginx = by[("nginx relay", r.body, r.clients)].rps_median
         seed = by[("seed 001", r.body, r.clients)].rps_median
         direct = by[("direct", r.body, r.clients)].rps_median
         lines.append(f"| {r.clients} | {r.body} | {r.target} | {r.rps_median:.0f} | "
                      f"{spread(r.rps)} | {statistics.median(r.p50_ms):.2f} | "
-                     f"{statistics.median(r.p99_ms):.2f} | {r.errors} | "
+                     f"{statistics.median(r.p99_ms):.2f} | "
+                     f"{statistics.median(r.cpu_us):.1f} | {r.errors} | "
                      f"{r.rps_median / nginx:.2f}x | {r.rps_median / seed:.1f}x | "
                      f"{r.rps_median / direct:.2f}x |")
     lines += ["", f"Memory per 10k idle TLS client connections (measured with {idle}, scaled): "
@@ -265,8 +341,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="also write raw results here")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
                     help="compare role tunables instead (repeat; 'default:' for none)")
+    ap.add_argument("--variant-path", default="/small", choices=["/small", "/large"],
+                    help="body for --variant runs")
+    ap.add_argument("--variant-new-conn", action="store_true",
+                    help="--variant runs with a new connection per request")
+    ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
+                    default=len(os.sched_getaffinity(0)) > 1,
+                    help="relays on a CPU of their own, wrk and the gateway on the others "
+                         "(default where there are 2 CPUs or more)")
     args = ap.parse_args(argv)
-    bench = Bench(args.work, args.duration, args.connections, args.reps)
+    bench = Bench(args.work, args.duration, args.connections, args.reps, pin=args.pin)
     if args.variant:
         variants = {}
         for spec in args.variant:
@@ -275,11 +359,13 @@ def main(argv: list[str] | None = None) -> None:
                               (p.split("=", 1) for p in re.split(r",(?=\w+=)", pairs) if p)}
         try:
             bench.prepare()
-            ratios = bench.compare(variants, args.reps)
+            ratios = bench.compare(variants, args.reps, args.variant_path,
+                                   args.variant_new_conn)
         finally:
             bench.stop()
         for name, values in ratios.items():
-            print(f"{name}: georelay/nginx " + ", ".join(f"{v:.2f}" for v in values))
+            print(f"{name}: georelay/nginx median {statistics.median(values):.2f} ("
+                  + ", ".join(f"{v:.2f}" for v in values) + ")")
         return
     try:
         print("setting up gateway, georelay relay (ansible-playbook), nginx relay, seed ...")
@@ -288,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
         memory = bench.idle_memory(args.idle)
     finally:
         bench.stop()
-    text = markdown(results, memory, args.idle, args.duration, args.connections, args.reps)
+    text = markdown(results, memory, args.idle, args.duration, args.connections, args.reps,
+                    args.pin)
     print(text)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
