@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 INVENTORY ?= inventories/demo
 LAB ?= .lab
-DEBS := haproxy curl ca-certificates
+DEBS := haproxy curl ca-certificates nginx-light
 BENCH_DEBS := nginx-light wrk util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The demo's Route53 is a local moto_server, reached the standard boto3 way.

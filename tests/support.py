@@ -139,6 +139,7 @@ class LabFleet:
     http_port: int = 8080
     net: int = field(default_factory=claim_net)
     apigw: dict[str, str] = field(default_factory=dict)  # region -> address, else the lab's
+    gateway_kind: str | None = None  # the lab's stand-in gateways: python (default) or nginx
 
     def apigw_address(self, region: str) -> str:
         ip, port = self.gateway(region)
@@ -219,7 +220,7 @@ class LabFleet:
             yaml.safe_dump(group_vars, sort_keys=False))
 
     def lab(self) -> FleetLab:
-        return FleetLab.from_inventory(str(self.inventory), self.lab_dir)
+        return FleetLab.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind)
 
     def up(self) -> None:
         """Write the inventory, make the certificates, start the gateways."""

@@ -19,13 +19,13 @@ from typing import Any
 
 from georelay_agent.collector import Gatherer, Observation
 from georelay_agent.config import Config
+from georelay_agent.haproxy_api import pending_reload_failure
 from georelay_agent.server import status_document
 from georelay_agent.snapshot import State
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 WORDS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 PLUGIN = "GEORELAY-AGENT"
-FAILED_RELOAD_WARN_S = 3600.0  # a failed reload is reported for an hour after it is seen
 
 
 @dataclass
@@ -80,18 +80,18 @@ def _history(config: Config, obs: Observation, now: float) -> tuple[dict[str, fl
             req0, err0 = prev.get("backends", {}).get(name, [req, err])
             if req - req0 >= max(1, config.check.http_5xx_min_requests) and err >= err0:
                 ratios[name] = (err - err0) / (req - req0)
-    failed_at = prev.get("failed_changed_at")
+    pending = prev.get("reload_failure_pending")
     if obs.proc is not None:
-        before = prev.get("failed_reloads")
-        if before is not None and obs.proc.failed_reloads > before:
-            failed_at = now
-        if failed_at is not None and now - failed_at < FAILED_RELOAD_WARN_S:
-            warnings.append(f"haproxy: a reload failed {(now - failed_at) / 60:.0f} min ago "
-                            f"({obs.proc.failed_reloads} since the master started)")
+        pending = pending_reload_failure(obs.proc, int(prev.get("failed_reloads") or 0),
+                                         pending)
+        if pending is not None:
+            warnings.append(f"haproxy: the latest reload failed ({obs.proc.failed_reloads} "
+                            "since the last that succeeded): the running config is older "
+                            "than haproxy.cfg; see the haproxy log")
     state = {"at": now, "pid": pid if obs.backends is not None else prev.get("pid"),
              "backends": counters or prev.get("backends", {}),
              "failed_reloads": obs.proc.failed_reloads if obs.proc else
-             prev.get("failed_reloads"), "failed_changed_at": failed_at}
+             prev.get("failed_reloads"), "reload_failure_pending": pending}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, path)

@@ -75,6 +75,28 @@ class ProcInfo:
     reloads: int
     failed_reloads: int
 
+    @property
+    def succeeded_reloads(self) -> int:
+        return self.reloads - self.failed_reloads
+
+
+def pending_reload_failure(proc: ProcInfo, last_failed: int,
+                           succeeded_at_failure: int | None) -> int | None:
+    """Whether the latest reload failed, from two successive ``show proc`` answers.
+
+    The master counts every reload, and in ``[failed: N]`` the failed ones since the last
+    that succeeded (HAProxy 2.6 resets N on a successful reload: measured). A failure shows
+    as N going up from last_failed (the previous answer's N, 0 for none: a master that
+    answers N > 0 the first time has its latest reload failed); a later success as
+    reloads - N going up, whether or not N is reset. Returns the successful-reload count at
+    the failure while it is the latest reload, else None: pass it back in next time.
+    """
+    if proc.failed_reloads > last_failed and succeeded_at_failure is None:
+        succeeded_at_failure = proc.succeeded_reloads
+    if succeeded_at_failure is not None and proc.succeeded_reloads > succeeded_at_failure:
+        return None
+    return succeeded_at_failure
+
 
 class RuntimeAPI:
     def __init__(self, path: str, connect_timeout: float = 0.5, read_timeout: float = 1.0,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from georelay_agent import STATUS_SCHEMA_VERSION, __version__
 from georelay_agent.config import Config, Service
 from georelay_agent.drains import active
-from georelay_agent.haproxy_api import BackendStat
+from georelay_agent.haproxy_api import BackendStat, pending_reload_failure
 from georelay_agent.hysteresis import Hysteresis
 from georelay_agent.probe import ProbeResult
 
@@ -98,7 +98,8 @@ class State:
             collections.deque()
         self.worker_pid: int | None = None
         self.reloads_seen = 0
-        self.first_failed: int | None = None
+        self.last_failed = 0  # the master's failed-reload count at the previous look
+        self.failure_pending: int | None = None  # see haproxy_api.pending_reload_failure
         self.state = "starting"
         self.since = self.started
         self.bridged: dict[str, tuple[str, str]] = {}  # service -> (region, server) serving
@@ -267,11 +268,13 @@ class State:
 
         proc = obs.proc
         if proc is not None:
-            if self.first_failed is None:
-                self.first_failed = proc.failed_reloads
-            if proc.failed_reloads > self.first_failed:
-                warnings.append(f"haproxy: {proc.failed_reloads - self.first_failed} reload(s) "
-                                "failed since the agent started; see the haproxy log")
+            self.failure_pending = pending_reload_failure(proc, self.last_failed,
+                                                          self.failure_pending)
+            self.last_failed = proc.failed_reloads
+            if self.failure_pending is not None:
+                warnings.append(f"haproxy: the latest reload failed ({proc.failed_reloads} "
+                                "since the last that succeeded): the running config is "
+                                "older than haproxy.cfg; see the haproxy log")
         if pending:
             warnings.append("haproxy: haproxy.cfg changed after the running worker started "
                             "and no reload took it: the reload failed or never ran")

@@ -32,9 +32,12 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 @main.command()
 @click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
-def up(inventory: str, lab_dir: str) -> None:
+@click.option("--gateway", "gateway_kind", type=click.Choice(fleet_lab.GATEWAY_KINDS),
+              default=None, help="Stand-in gateway: python (HTTP/1.1, fault knobs) or nginx "
+              "(HTTP/2 and HTTP/1.1). Default: the kind each region last ran, else python.")
+def up(inventory: str, lab_dir: str, gateway_kind: str | None) -> None:
     """Create the lab CA and certificates, and start a stand-in gateway per region."""
-    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir), gateway_kind)
     for line in lab.up():
         click.echo(line)
 

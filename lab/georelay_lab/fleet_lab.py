@@ -1,4 +1,11 @@
-"""The lab of one inventory: its certificates, its stand-in gateways, requests through it."""
+"""The lab of one inventory: its certificates, its stand-in gateways, requests through it.
+
+A region's stand-in gateway is of one of two kinds: ``python`` (gateway.py, HTTP/1.1, with
+fault knobs) or ``nginx`` (nginx_gateway.py, ALPN ``h2,http/1.1``). Both keep the same pid
+file and log, so starting and stopping one does not depend on its kind; the kind a region's
+gateway was last started with is kept beside its pid file and used again when none is
+asked for.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +15,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from georelay_lab import certs, client, processes
+from georelay_lab import certs, client, nginx_gateway, processes
 from georelay_model import Fleet, InventoryError, Region, fleet_from_hostvars, load_inventory
+
+GATEWAY_KINDS = ("python", nginx_gateway.KIND)
 
 
 @dataclass
 class FleetLab:
     fleet: Fleet
     lab_dir: Path
+    gateway_kind: str | None = None  # None: as the region's gateway last ran, else python
+
+    def __post_init__(self) -> None:
+        if self.gateway_kind is not None and self.gateway_kind not in GATEWAY_KINDS:
+            raise SystemExit(f"georelay-lab: gateway kind {self.gateway_kind!r} is not one of "
+                             f"{', '.join(GATEWAY_KINDS)}")
 
     @classmethod
-    def from_inventory(cls, inventory: str, lab_dir: Path) -> FleetLab:
+    def from_inventory(cls, inventory: str, lab_dir: Path,
+                       gateway_kind: str | None = None) -> FleetLab:
         try:
             fleet = fleet_from_hostvars(load_inventory(inventory))
         except InventoryError as exc:
             raise SystemExit(f"georelay-lab: {exc}") from exc
-        return cls(fleet, lab_dir.resolve())
+        return cls(fleet, lab_dir.resolve(), gateway_kind)
 
     @property
     def certs_dir(self) -> Path:
@@ -39,6 +55,14 @@ class FleetLab:
     def gateway_files(self, region: str) -> tuple[Path, Path]:
         run = self.lab_dir / "gateways"
         return run / f"{region}.pid", run / f"{region}.log"
+
+    def gateway_kind_of(self, region: str) -> str:
+        """The kind of stand-in to start for region: the lab's, else the last one, else python."""
+        if self.gateway_kind is not None:
+            return self.gateway_kind
+        recorded = self.gateway_files(region)[0].with_suffix(".kind")
+        kind = recorded.read_text().strip() if recorded.exists() else ""
+        return kind if kind in GATEWAY_KINDS else "python"
 
     def domains(self, region: str) -> list[str]:
         return [s.apigw_domain(region) for s in self.fleet.services]
@@ -63,14 +87,22 @@ class FleetLab:
         if processes.running(pid_file):
             return f"gateway {region.name} already running (pid file {pid_file})"
         address = region.apigw_address
-        cmd = [sys.executable, "-m", "georelay_lab", "gateway", "--region", region.name,
-               "--listen", address.haproxy, "--cert", str(self.gateway_pem(region.name))]
-        for domain in self.domains(region.name):
-            cmd += ["--domain", domain]
-        pid = processes.start(cmd, pid_file, log_file)
+        kind = self.gateway_kind_of(region.name)
+        if kind == nginx_gateway.KIND:
+            pid = nginx_gateway.start(
+                run_dir=pid_file.with_name(f"{region.name}-nginx"), listen=address.haproxy,
+                region=region.name, domains=self.domains(region.name),
+                pem=self.gateway_pem(region.name), pid_file=pid_file, log_file=log_file)
+        else:
+            cmd = [sys.executable, "-m", "georelay_lab", "gateway", "--region", region.name,
+                   "--listen", address.haproxy, "--cert", str(self.gateway_pem(region.name))]
+            for domain in self.domains(region.name):
+                cmd += ["--domain", domain]
+            pid = processes.start(cmd, pid_file, log_file)
+        pid_file.with_suffix(".kind").write_text(f"{kind}\n")
         if not processes.wait_port(address.host, address.port):
             raise SystemExit(f"georelay-lab: gateway {region.name} did not start; see {log_file}")
-        return f"gateway {region.name} on {address.haproxy} (pid {pid}) serves " + \
+        return f"gateway {region.name} ({kind}) on {address.haproxy} (pid {pid}) serves " + \
             ", ".join(self.domains(region.name))
 
     def stop_gateway(self, region: str) -> bool:

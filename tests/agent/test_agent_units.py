@@ -18,7 +18,14 @@ import pytest
 from georelay_agent import drains
 from georelay_agent.check import run as run_check
 from georelay_agent.config import ConfigError, parse
-from georelay_agent.haproxy_api import RuntimeAPI, RuntimeAPIError, parse_proc, parse_stat
+from georelay_agent.haproxy_api import (
+    ProcInfo,
+    RuntimeAPI,
+    RuntimeAPIError,
+    parse_proc,
+    parse_stat,
+    pending_reload_failure,
+)
 from georelay_agent.hysteresis import Hysteresis
 from georelay_agent.schema import STATUS_SCHEMA
 from georelay_agent.server import status_document
@@ -118,6 +125,25 @@ def test_show_proc_parsing() -> None:
             "# workers\n1758            worker          0               0d00h00m34s     2.6.12\n")
     proc = parse_proc(text)
     assert (proc.reloads, proc.failed_reloads) == (3, 1)
+
+
+def test_a_failed_reload_is_pending_until_one_succeeds() -> None:
+    """Counters as HAProxy 2.6's master answers them (reloads, [failed: N]) through: start,
+    a good reload, two bad ones, a good one (N is reset); and as a master that would keep N
+    counting (the success still shows, as reloads - N going up)."""
+    def follow(answers: list[tuple[int, int]]) -> list[bool]:
+        last, pending, seen = 0, None, []
+        for reloads, failed in answers:
+            pending = pending_reload_failure(ProcInfo(reloads, failed), last, pending)
+            last = failed
+            seen.append(pending is not None)
+        return seen
+
+    assert follow([(0, 0), (1, 0), (2, 1), (3, 2), (3, 2), (4, 0), (4, 0)]) == \
+        [False, False, True, True, True, False, False]
+    assert follow([(0, 0), (1, 1), (2, 1), (3, 2)]) == [False, True, False, True]
+    # An agent started after the master's latest reload failed warns at once.
+    assert follow([(5, 1)]) == [True]
 
 
 def test_hysteresis_rise_and_fall() -> None:

@@ -16,10 +16,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from georelay_lab import processes
+from georelay_lab import nginx_gateway, processes
 from georelay_model.facts import paths_below
 from support import REPO, LabFleet, unix_cli
 
@@ -164,3 +165,86 @@ def log_terms(fleet: LabFleet, proxy: str, path_part: str) -> list[str]:
     """Termination states (term=) of the traffic log lines whose path contains path_part."""
     return [m.group(1) for line in fleet.log(proxy).splitlines() if path_part in line
             for m in [re.search(r" term=(\S+)", line)] if m]
+
+
+# --- HTTP/2: a curl client, and what an nginx stand-in gateway received ------------------
+
+@dataclass(frozen=True)
+class CurlReply:
+    version: str  # "2" or "1.1", as curl negotiated it
+    status: int
+    headers: dict[str, str]  # lowercase names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def curl(fleet: LabFleet, address: str, port: int, hostname: str, path: str, *,
+         http2: bool = True, headers: dict[str, str] | None = None,
+         request_target: str | None = None, timeout: float = 10.0) -> CurlReply:
+    """One request with curl to address:port, naming hostname (SNI, Host or :authority),
+    over HTTP/2 (ALPN h2) unless http2=False; a header given replaces curl's own;
+    request_target replaces the path in the request line (e.g. the absolute form)."""
+    with tempfile.TemporaryDirectory(dir=fleet.base) as tmp:
+        head, body = Path(tmp) / "head", Path(tmp) / "body"
+        cmd = ["curl", "-sS", "--http2" if http2 else "--http1.1", "--max-time", str(timeout),
+               "--cacert", fleet.ca_file, "--resolve", f"{hostname}:{port}:{address}",
+               "-D", str(head), "-o", str(body), "-w", "%{http_version} %{http_code}"]
+        for name, value in (headers or {}).items():
+            cmd += ["-H", f"{name}: {value}"]
+        if request_target is not None:
+            cmd += ["--request-target", request_target]
+        out = subprocess.run([*cmd, f"https://{hostname}:{port}{path}"], capture_output=True,
+                             text=True, timeout=timeout + 10, check=False)
+        assert out.returncode == 0, f"curl failed ({out.returncode}): {out.stderr}"
+        version, status = out.stdout.split()
+        lines = head.read_text().splitlines()[1:]
+        fields = dict(line.split(":", 1) for line in lines if ":" in line)
+        return CurlReply(version, int(status),
+                         {k.strip().lower(): v.strip() for k, v in fields.items()},
+                         body.read_bytes())
+
+
+@dataclass(frozen=True)
+class GatewayRequest:
+    """One line of an nginx stand-in gateway's access log (lab/georelay_lab/nginx_gateway.py)."""
+
+    protocol: str  # HTTP/1.1 | HTTP/2.0
+    host: str  # Host, or :authority over HTTP/2
+    sni: str
+    connection: int
+    method: str
+    path: str
+    status: int
+    xff: str  # X-Forwarded-For, "-" for none (HAProxy's health checks send none)
+
+
+GATEWAY_LOG_LINE = re.compile(r"^(\S+) host=(\S*) sni=(\S*) conn=(\d+) req=\d+ (\S+) (\S+) "
+                              r"status=(\d+) xff=(.*)$")
+
+
+def gateway_access_log(fleet: LabFleet, region: str) -> Path:
+    return nginx_gateway.access_log(fleet.lab().gateway_files(region)[0])
+
+
+def gateway_log_mark(fleet: LabFleet, region: str) -> int:
+    """The size of the region's gateway access log now: read from here on with since=."""
+    path = gateway_access_log(fleet, region)
+    return path.stat().st_size if path.exists() else 0
+
+
+def gateway_requests(fleet: LabFleet, region: str, since: int = 0) -> list[GatewayRequest]:
+    """What the region's nginx stand-in gateway received, from byte offset since."""
+    path = gateway_access_log(fleet, region)
+    if not path.exists():
+        return []
+    with path.open("rb") as fh:
+        fh.seek(since)
+        text = fh.read().decode()
+    out = []
+    for line in text.splitlines():
+        m = GATEWAY_LOG_LINE.match(line)
+        assert m, f"unexpected gateway access log line: {line!r}"
+        out.append(GatewayRequest(m[1], m[2], m[3], int(m[4]), m[5], m[6], int(m[7]), m[8]))
+    return out
