@@ -19,7 +19,7 @@ from typing import Any
 
 from georelay_agent.collector import Gatherer, Observation
 from georelay_agent.config import Config
-from georelay_agent.haproxy_api import pending_reload_failure
+from georelay_agent.haproxy_api import pending_reload_failure, reload_failure_warning
 from georelay_agent.server import status_document
 from georelay_agent.snapshot import State
 
@@ -85,9 +85,7 @@ def _history(config: Config, obs: Observation, now: float) -> tuple[dict[str, fl
         pending = pending_reload_failure(obs.proc, int(prev.get("failed_reloads") or 0),
                                          pending)
         if pending is not None:
-            warnings.append(f"haproxy: the latest reload failed ({obs.proc.failed_reloads} "
-                            "since the last that succeeded): the running config is older "
-                            "than haproxy.cfg; see the haproxy log")
+            warnings.append(reload_failure_warning(obs.proc))
     state = {"at": now, "pid": pid if obs.backends is not None else prev.get("pid"),
              "backends": counters or prev.get("backends", {}),
              "failed_reloads": obs.proc.failed_reloads if obs.proc else

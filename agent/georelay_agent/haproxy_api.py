@@ -98,6 +98,12 @@ def pending_reload_failure(proc: ProcInfo, last_failed: int,
     return succeeded_at_failure
 
 
+def reload_failure_warning(proc: ProcInfo) -> str:
+    """The warning while :func:`pending_reload_failure` says the latest reload failed."""
+    return (f"haproxy: the latest reload failed ({proc.failed_reloads} since the last that "
+            "succeeded): the running config is older than haproxy.cfg; see the haproxy log")
+
+
 class RuntimeAPI:
     def __init__(self, path: str, connect_timeout: float = 0.5, read_timeout: float = 1.0,
                  retry_pause: float = 0.1) -> None:

@@ -22,7 +22,11 @@ from typing import TYPE_CHECKING, Any
 from georelay_agent import STATUS_SCHEMA_VERSION, __version__
 from georelay_agent.config import Config, Service
 from georelay_agent.drains import active
-from georelay_agent.haproxy_api import BackendStat, pending_reload_failure
+from georelay_agent.haproxy_api import (
+    BackendStat,
+    pending_reload_failure,
+    reload_failure_warning,
+)
 from georelay_agent.hysteresis import Hysteresis
 from georelay_agent.probe import ProbeResult
 
@@ -272,9 +276,7 @@ class State:
                                                           self.failure_pending)
             self.last_failed = proc.failed_reloads
             if self.failure_pending is not None:
-                warnings.append(f"haproxy: the latest reload failed ({proc.failed_reloads} "
-                                "since the last that succeeded): the running config is "
-                                "older than haproxy.cfg; see the haproxy log")
+                warnings.append(reload_failure_warning(proc))
         if pending:
             warnings.append("haproxy: haproxy.cfg changed after the running worker started "
                             "and no reload took it: the reload failed or never ran")

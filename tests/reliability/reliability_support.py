@@ -23,6 +23,7 @@ from typing import Any
 from georelay_lab import nginx_gateway, processes
 from georelay_model.facts import paths_below
 from support import REPO, LabFleet, unix_cli
+from traffic import Sample, Traffic
 
 MASTER_MODULE = REPO / "roles/haproxy/library/georelay_haproxy_master.py"
 
@@ -165,6 +166,55 @@ def log_terms(fleet: LabFleet, proxy: str, path_part: str) -> list[str]:
     """Termination states (term=) of the traffic log lines whose path contains path_part."""
     return [m.group(1) for line in fleet.log(proxy).splitlines() if path_part in line
             for m in [re.search(r" term=(\S+)", line)] if m]
+
+
+# --- A home gateway's outage under traffic (test_backup_failover*.py) --------------------
+
+@dataclass(frozen=True)
+class Outage:
+    """When the home gateway was stopped and started again, and what traffic saw."""
+
+    killed: float
+    restarted: float
+    ended: float
+
+    def during(self, traffic: Traffic) -> list[Sample]:
+        return traffic.window(self.killed, self.restarted)
+
+    def after(self, traffic: Traffic) -> list[Sample]:
+        return traffic.window(self.restarted, self.ended)
+
+    def failover_s(self, traffic: Traffic, backup_region: str) -> float:
+        """From the kill to the first request of an unbroken run answered by the backup
+        (every later request of the window too)."""
+        last_home = max((s.at for s in self.during(traffic) if s.gateway != backup_region),
+                        default=self.killed)
+        return last_home - self.killed
+
+    def return_s(self, traffic: Traffic, home_region: str) -> float:
+        """From the restart to the first request of an unbroken run answered at home."""
+        last_backup = max((s.at for s in self.after(traffic) if s.gateway != home_region),
+                          default=self.restarted)
+        return last_backup - self.restarted
+
+
+def home_gateway_outage(fleet: LabFleet, traffic: Traffic, proxy: str, backend: str,
+                        region: str, server: str, down_at_least_s: float = 0.0) -> Outage:
+    """With traffic flowing: stop region's gateway until proxy marks server DOWN, 60 more
+    requests have ended and down_at_least_s has passed; start it until server is UP again
+    and 60 more requests have ended."""
+    lab = fleet.lab()
+    traffic.wait_for(40)
+    killed = time.monotonic()
+    lab.stop_gateway(region)
+    wait_status(fleet, proxy, backend, "DOWN", server=server, timeout=10)
+    traffic.wait_for(60, since=time.monotonic())
+    time.sleep(max(0.0, killed + down_at_least_s - time.monotonic()))
+    restarted = time.monotonic()
+    lab.start_gateway(lab.fleet.region(region))
+    wait_status(fleet, proxy, backend, "UP", server=server, timeout=15)
+    traffic.wait_for(60, since=time.monotonic())
+    return Outage(killed, restarted, time.monotonic())
 
 
 # --- HTTP/2: a curl client, and what an nginx stand-in gateway received ------------------

@@ -11,12 +11,11 @@ region answered (x-lab-region) and what Host/SNI it received.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from reliability_support import record_figures, server_row, wait_status
+from reliability_support import home_gateway_outage, record_figures, server_row, wait_status
 from support import LabFleet, running_fleet
 from traffic import Traffic
 
@@ -96,27 +95,13 @@ def test_failover_and_return_under_load(backup_fleet: LabFleet) -> None:
     """Gateway killed under load: every request is answered, by the backup within the
     bound; gateway back: traffic returns home, again without a failed request."""
     fleet = backup_fleet
-    lab = fleet.lab()
     with Traffic(fleet, "e1", fresh_loops=2, kept_loops=2) as traffic:
-        traffic.wait_for(40)
-        killed = time.monotonic()
-        lab.stop_gateway("us-east-1")
-        wait_status(fleet, "e1", FAST, "DOWN", server=HOME, timeout=10)
-        traffic.wait_for(60, since=time.monotonic())
-        restarted = time.monotonic()
-        lab.start_gateway(lab.fleet.region("us-east-1"))
-        wait_status(fleet, "e1", FAST, "UP", server=HOME, timeout=15)
-        traffic.wait_for(60, since=time.monotonic())
-        ended = time.monotonic()
+        outage = home_gateway_outage(fleet, traffic, "e1", FAST, "us-east-1", HOME)
 
-    during = traffic.window(killed, restarted)
-    after = traffic.window(restarted, ended)
-    # Failover time: from the kill to the first request of an unbroken run answered by
-    # the backup (every later request of the window too).
-    last_home = max((s.at for s in during if s.gateway != "us-west-2"), default=killed)
-    failover_s = last_home - killed
-    last_backup = max((s.at for s in after if s.gateway != "us-east-1"), default=restarted)
-    return_s = last_backup - restarted
+    during, after = outage.during(traffic), outage.after(traffic)
+    killed, restarted, ended = outage.killed, outage.restarted, outage.ended
+    failover_s = outage.failover_s(traffic, "us-west-2")
+    return_s = outage.return_s(traffic, "us-east-1")
     figures = {
         "unanswered": sum(not s.ok for s in during),
         "failover_s": round(failover_s, 2), "return_s": round(return_s, 2),

@@ -31,6 +31,7 @@ from reliability_support import (
     curl,
     gateway_log_mark,
     gateway_requests,
+    home_gateway_outage,
     record_figures,
     server_row,
     wait_status,
@@ -216,32 +217,20 @@ def test_failover_and_return_under_load(h2_fleet: LabFleet) -> None:
     figures.
     """
     fleet = h2_fleet
-    lab = fleet.lab()
     marks = {region: gateway_log_mark(fleet, region) for region in DOMAIN}
     log_mark = len(fleet.log("e1"))
     with Traffic(fleet, "e1", fresh_loops=CLIENT_LOOPS // 2,
                  kept_loops=CLIENT_LOOPS // 2) as traffic:
-        traffic.wait_for(40)
-        killed = time.monotonic()
-        lab.stop_gateway("us-east-1")
-        wait_status(fleet, "e1", FAST, "DOWN", server=HOME, timeout=10)
-        traffic.wait_for(60, since=time.monotonic())
         # Down for 2 s at least: a request caught by the kill on a new gateway connection is
         # retried after HAProxy's turn-around (min(1 s, timeout connect) when one active
         # server is left), and must then find the backup, not a gateway already back.
-        time.sleep(max(0.0, killed + DOWN_AT_LEAST_S - time.monotonic()))
-        restarted = time.monotonic()
-        lab.start_gateway(lab.fleet.region("us-east-1"))
-        wait_status(fleet, "e1", FAST, "UP", server=HOME, timeout=15)
-        traffic.wait_for(60, since=time.monotonic())
-        ended = time.monotonic()
+        outage = home_gateway_outage(fleet, traffic, "e1", FAST, "us-east-1", HOME,
+                                     down_at_least_s=DOWN_AT_LEAST_S)
 
-    during = traffic.window(killed, restarted)
-    after = traffic.window(restarted, ended)
-    last_home = max((s.at for s in during if s.gateway != "us-west-2"), default=killed)
-    failover_s = last_home - killed
-    last_backup = max((s.at for s in after if s.gateway != "us-east-1"), default=restarted)
-    return_s = last_backup - restarted
+    during, after = outage.during(traffic), outage.after(traffic)
+    killed, restarted, ended = outage.killed, outage.restarted, outage.ended
+    failover_s = outage.failover_s(traffic, "us-west-2")
+    return_s = outage.return_s(traffic, "us-east-1")
     logged = [line for line in proxy_log_since(fleet, "e1", log_mark)
               if "path=\"/fresh\"" in line or "path=\"/kept\"" in line]
     at_gateways = {region: Counter(f"{r.protocol} {r.host} {r.status}"
