@@ -81,8 +81,9 @@ def parse_wrk(out: str) -> tuple[float, float, float, int]:
 
 class Bench:
     def __init__(self, work: Path, duration: int, connections: int, reps: int,
-                 pin: bool = False) -> None:
+                 pin: bool = False, gateway_keepalive_requests: int = 1000000) -> None:
         self.work = work
+        self.gateway_keepalive_requests = gateway_keepalive_requests
         self.duration = duration
         self.connections = connections
         self.reps = reps
@@ -100,7 +101,8 @@ class Bench:
         certs.ensure_server_pem(ca, self.certs / "public.pem", [cfg.PUBLIC])
         certs.ensure_server_pem(ca, self.certs / "gateway.pem", [cfg.DOMAIN])
         (self.work / "large.json").write_text('{"blob":"' + "y" * (cfg.LARGE_BYTES - 11) + '"}')
-        self._nginx("gateway", cfg.nginx_gateway(self.work, self.a, self.certs / "gateway.pem"))
+        self._nginx("gateway", cfg.nginx_gateway(self.work, self.a, self.certs / "gateway.pem",
+                                                  self.gateway_keepalive_requests))
         self._nginx("nginx-relay", cfg.nginx_relay(self.work, self.a, self.certs / "public.pem",
                                                    self.certs / "lab-ca.pem"))
         seed = self.work / "seed.cfg"
@@ -242,8 +244,9 @@ class Bench:
                 nginx = self.measure("nginx relay", self.a.nginx, cfg.PUBLIC, path, close)
                 ratios[name].append(ours[0] / nginx[0])
                 print(f"  {name:24} georelay {ours[0]:8.0f} p99 {ours[2]:5.2f} ms "
-                      f"{ours[4]:5.1f} us/req | nginx {nginx[0]:8.0f} p99 {nginx[2]:5.2f} ms "
-                      f"{nginx[4]:5.1f} us/req | ratio {ours[0] / nginx[0]:.2f}", flush=True)
+                      f"{ours[4]:5.1f} us/req {ours[3]} errors | nginx {nginx[0]:8.0f} p99 "
+                      f"{nginx[2]:5.2f} ms {nginx[4]:5.1f} us/req {nginx[3]} errors | "
+                      f"ratio {ours[0] / nginx[0]:.2f}", flush=True)
         return ratios
 
     def idle_memory(self, count: int) -> dict[str, float]:
@@ -345,12 +348,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="body for --variant runs")
     ap.add_argument("--variant-new-conn", action="store_true",
                     help="--variant runs with a new connection per request")
+    ap.add_argument("--gateway-keepalive-requests", type=int, default=1000000,
+                    help="the gateway closes a connection after this many requests")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
                     default=len(os.sched_getaffinity(0)) > 1,
                     help="relays on a CPU of their own, wrk and the gateway on the others "
                          "(default where there are 2 CPUs or more)")
     args = ap.parse_args(argv)
-    bench = Bench(args.work, args.duration, args.connections, args.reps, pin=args.pin)
+    bench = Bench(args.work, args.duration, args.connections, args.reps, pin=args.pin,
+                  gateway_keepalive_requests=args.gateway_keepalive_requests)
     if args.variant:
         variants = {}
         for spec in args.variant:

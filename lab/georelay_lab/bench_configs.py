@@ -26,7 +26,9 @@ class Addresses:
     gateway_port: int = 9443
 
 
-def nginx_gateway(work: Path, a: Addresses, pem: Path) -> str:
+def nginx_gateway(work: Path, a: Addresses, pem: Path, keepalive_requests: int = 1000000) -> str:
+    """keepalive_requests: the gateway closes a connection after that many requests (as load
+    balancers in front of real gateways do on schedules of their own)."""
     return f"""
 worker_processes 1;
 pid {work}/gateway.pid;
@@ -34,7 +36,7 @@ error_log {work}/gateway-error.log warn;
 events {{ worker_connections 16000; }}
 http {{
     access_log off;
-    keepalive_requests 1000000;
+    keepalive_requests {keepalive_requests};
     keepalive_timeout 60s;
     server {{
         listen {a.gateway}:{a.gateway_port} ssl default_server;

@@ -124,6 +124,9 @@ class GatewayHandler(BaseHTTPRequestHandler):
             "x_forwarded_for": self.headers.get("X-Forwarded-For"),
             "x_forwarded_proto": self.headers.get("X-Forwarded-Proto"),
             "x_forwarded_host": self.headers.get("X-Forwarded-Host"),
+            # Every X-Forwarded-* line as received, in order: shows duplicates and leftovers.
+            "forwarding": [[k.lower(), v] for k, v in self.headers.items()
+                           if k.lower().startswith("x-forwarded-")],
             "connection": self.conn_id,
             "request_on_connection": self.requests_here,
         }

@@ -53,10 +53,14 @@ def test_public_name_sent_straight_to_a_gateway_fails(two_region_fleet: LabFleet
 def test_client_forwarding_headers_are_replaced(two_region_fleet: LabFleet) -> None:
     reply = two_region_fleet.fetch("e1", "fast.example.com", headers={
         "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example.net",
-        "X-Forwarded-Proto": "http"})
+        "X-Forwarded-Proto": "http", "x-FORWARDED-port": "80"})
     echo = reply.json()
     assert (echo["x_forwarded_for"], echo["x_forwarded_host"], echo["x_forwarded_proto"]) == \
         ("127.0.0.1", "fast.example.com", "https")
+    # Exactly one of each, ours; nothing the client sent survives (X-Forwarded-Port too).
+    assert sorted(echo["forwarding"]) == [["x-forwarded-for", "127.0.0.1"],
+                                          ["x-forwarded-host", "fast.example.com"],
+                                          ["x-forwarded-proto", "https"]]
 
 
 def test_host_is_matched_case_insensitively_without_port(two_region_fleet: LabFleet) -> None:
