@@ -140,6 +140,8 @@ class LabFleet:
     net: int = field(default_factory=claim_net)
     apigw: dict[str, str] = field(default_factory=dict)  # region -> address, else the lab's
     gateway_kind: str | None = None  # the lab's stand-in gateways: python (default) or nginx
+    gateway_keepalive_requests: int | None = None  # nginx gateways: requests per connection
+    host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # proxy -> its own vars
 
     def apigw_address(self, region: str) -> str:
         ip, port = self.gateway(region)
@@ -195,7 +197,8 @@ class LabFleet:
                 "hosts": {p: {"public_ip": self.address(p),
                               "haproxy_bind_address": self.address(p),
                               "georelay_agent_bind_address": self.address(p),
-                              "georelay_root": str(self.root(p))} for p in proxies},
+                              "georelay_root": str(self.root(p)),
+                              **self.host_vars.get(p, {})} for p in proxies},
             }
         group_vars = {
             "georelay_zone": "example.com",
@@ -220,7 +223,10 @@ class LabFleet:
             yaml.safe_dump(group_vars, sort_keys=False))
 
     def lab(self) -> FleetLab:
-        return FleetLab.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind)
+        lab = FleetLab.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind)
+        if self.gateway_keepalive_requests is not None:
+            lab.gateway_keepalive_requests = self.gateway_keepalive_requests
+        return lab
 
     def up(self) -> None:
         """Write the inventory, make the certificates, start the gateways."""

@@ -163,6 +163,9 @@ class Bench:
             "georelay_root": str(self.work / "relay"),
             "haproxy_bind_address": self.a.relay,
             "georelay_agent_bind_address": self.a.relay,
+            # The agent's end-to-end probe through the relay trusts the lab CA, as in the
+            # lab fleets (one request per observation: nothing beside the load).
+            "georelay_agent_probe_ca_file": str(self.certs / "lab-ca.pem"),
             "haproxy_nbthread": 1,  # equal CPU with the nginx relay's single worker
             **tunables,
         }))

@@ -35,9 +35,15 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 @click.option("--gateway", "gateway_kind", type=click.Choice(fleet_lab.GATEWAY_KINDS),
               default=None, help="Stand-in gateway: python (HTTP/1.1, fault knobs) or nginx "
               "(HTTP/2 and HTTP/1.1). Default: the kind each region last ran, else python.")
-def up(inventory: str, lab_dir: str, gateway_kind: str | None) -> None:
+@click.option("--gateway-keepalive-requests", type=click.IntRange(min=1), default=None,
+              help="nginx gateways: close each connection after this many requests (HTTP/2: "
+              "GOAWAY), as load balancers in front of real gateways do. Default: no limit.")
+def up(inventory: str, lab_dir: str, gateway_kind: str | None,
+       gateway_keepalive_requests: int | None) -> None:
     """Create the lab CA and certificates, and start a stand-in gateway per region."""
     lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir), gateway_kind)
+    if gateway_keepalive_requests is not None:
+        lab.gateway_keepalive_requests = gateway_keepalive_requests
     for line in lab.up():
         click.echo(line)
 

@@ -26,6 +26,8 @@ class FleetLab:
     fleet: Fleet
     lab_dir: Path
     gateway_kind: str | None = None  # None: as the region's gateway last ran, else python
+    # nginx gateways only: requests per connection before the gateway closes it
+    gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS
 
     def __post_init__(self) -> None:
         if self.gateway_kind is not None and self.gateway_kind not in GATEWAY_KINDS:
@@ -92,7 +94,8 @@ class FleetLab:
             pid = nginx_gateway.start(
                 run_dir=pid_file.with_name(f"{region.name}-nginx"), listen=address.haproxy,
                 region=region.name, domains=self.domains(region.name),
-                pem=self.gateway_pem(region.name), pid_file=pid_file, log_file=log_file)
+                pem=self.gateway_pem(region.name), pid_file=pid_file, log_file=log_file,
+                keepalive_requests=self.gateway_keepalive_requests)
         else:
             cmd = [sys.executable, "-m", "georelay_lab", "gateway", "--region", region.name,
                    "--listen", address.haproxy, "--cert", str(self.gateway_pem(region.name))]

@@ -35,6 +35,7 @@ from georelay_lab import processes
 
 KIND = "nginx"
 FORBIDDEN = '{"message":"Forbidden"}'
+KEEPALIVE_REQUESTS = 1_000_000  # requests per connection: practically unlimited
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -61,8 +62,11 @@ def _forbidden_unless_host_is_sni() -> str:
 
 
 def config(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: Path,
-           pid_file: Path, access_log: Path) -> str:
-    """nginx.conf of one stand-in gateway; run_dir holds its temporary directories."""
+           pid_file: Path, access_log: Path,
+           keepalive_requests: int = KEEPALIVE_REQUESTS) -> str:
+    """nginx.conf of one stand-in gateway; run_dir holds its temporary directories. The
+    gateway closes a connection after keepalive_requests requests (over HTTP/2: GOAWAY after
+    that many streams), as load balancers in front of real gateways do."""
     echo = (
         '{"connection":$connection,"host":"$host","method":"$request_method",'
         '"path":"$request_uri","protocol":"$server_protocol",'
@@ -91,7 +95,7 @@ http {{
     server_tokens off;
     default_type application/json;
     keepalive_timeout 60s;
-    keepalive_requests 1000000;
+    keepalive_requests {keepalive_requests};
     map $http_x_forwarded_for $lab_xff {{ "" null; default "\\"$http_x_forwarded_for\\""; }}
     map $http_x_forwarded_host $lab_xfh {{ "" null; default "\\"$http_x_forwarded_host\\""; }}
     map $http_x_forwarded_proto $lab_xfp {{ "" null; default "\\"$http_x_forwarded_proto\\""; }}
@@ -129,7 +133,7 @@ http {{
 
 
 def start(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: Path,
-          pid_file: Path, log_file: Path) -> int:
+          pid_file: Path, log_file: Path, keepalive_requests: int = KEEPALIVE_REQUESTS) -> int:
     """Write the configuration, check it, start nginx in the background; its pid.
 
     The pid file is the one :func:`georelay_lab.processes.stop` reads (nginx writes the
@@ -142,7 +146,8 @@ def start(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: P
         (run_dir / "tmp" / name).mkdir(parents=True, exist_ok=True)
     conf = run_dir / "nginx.conf"
     conf.write_text(config(run_dir=run_dir, listen=listen, region=region, domains=domains,
-                           pem=pem, pid_file=pid_file, access_log=access_log(pid_file)))
+                           pem=pem, pid_file=pid_file, access_log=access_log(pid_file),
+                           keepalive_requests=keepalive_requests))
     base = [binary(), "-p", str(run_dir), "-e", "stderr", "-c", str(conf)]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
