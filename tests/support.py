@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from georelay_lab import client
+from georelay_lab import client, nginx_gateway
 from georelay_lab.fleet_lab import FleetLab
 from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.haproxy_cli import cli
@@ -140,7 +140,7 @@ class LabFleet:
     net: int = field(default_factory=claim_net)
     apigw: dict[str, str] = field(default_factory=dict)  # region -> address, else the lab's
     gateway_kind: str | None = None  # the lab's stand-in gateways: python (default) or nginx
-    gateway_keepalive_requests: int | None = None  # nginx gateways: requests per connection
+    gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS  # nginx gateways only
     host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # proxy -> its own vars
 
     def apigw_address(self, region: str) -> str:
@@ -223,10 +223,8 @@ class LabFleet:
             yaml.safe_dump(group_vars, sort_keys=False))
 
     def lab(self) -> FleetLab:
-        lab = FleetLab.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind)
-        if self.gateway_keepalive_requests is not None:
-            lab.gateway_keepalive_requests = self.gateway_keepalive_requests
-        return lab
+        return FleetLab.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind,
+                                       self.gateway_keepalive_requests)
 
     def up(self) -> None:
         """Write the inventory, make the certificates, start the gateways."""

@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from georelay_lab import bench_configs as cfg
-from georelay_lab import certs, processes
+from georelay_lab import certs, nginx_gateway, processes
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -81,7 +81,8 @@ def parse_wrk(out: str) -> tuple[float, float, float, int]:
 
 class Bench:
     def __init__(self, work: Path, duration: int, connections: int, reps: int,
-                 pin: bool = False, gateway_keepalive_requests: int = 1000000) -> None:
+                 pin: bool = False,
+                 gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS) -> None:
         self.work = work
         self.gateway_keepalive_requests = gateway_keepalive_requests
         self.duration = duration
@@ -351,7 +352,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="body for --variant runs")
     ap.add_argument("--variant-new-conn", action="store_true",
                     help="--variant runs with a new connection per request")
-    ap.add_argument("--gateway-keepalive-requests", type=int, default=1000000,
+    ap.add_argument("--gateway-keepalive-requests", type=int,
+                    default=nginx_gateway.KEEPALIVE_REQUESTS,
                     help="the gateway closes a connection after this many requests")
     ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
                     default=len(os.sched_getaffinity(0)) > 1,

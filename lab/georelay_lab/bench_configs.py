@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from georelay_lab.nginx_gateway import KEEPALIVE_REQUESTS
+
 PUBLIC = "fast.example.com"
 DOMAIN = "us-east-1-fast.example.com"
 SMALL_BODY = '{"message":"hello from us-east-1","padding":"' + "x" * 48 + '"}'
@@ -26,7 +28,8 @@ class Addresses:
     gateway_port: int = 9443
 
 
-def nginx_gateway(work: Path, a: Addresses, pem: Path, keepalive_requests: int = 1000000) -> str:
+def nginx_gateway(work: Path, a: Addresses, pem: Path,
+                  keepalive_requests: int = KEEPALIVE_REQUESTS) -> str:
     """keepalive_requests: the gateway closes a connection after that many requests (as load
     balancers in front of real gateways do on schedules of their own)."""
     return f"""

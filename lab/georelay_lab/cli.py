@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from georelay_lab import fleet_lab
+from georelay_lab import fleet_lab, nginx_gateway
 from georelay_lab.gateway import serve
 
 
@@ -35,15 +35,15 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 @click.option("--gateway", "gateway_kind", type=click.Choice(fleet_lab.GATEWAY_KINDS),
               default=None, help="Stand-in gateway: python (HTTP/1.1, fault knobs) or nginx "
               "(HTTP/2 and HTTP/1.1). Default: the kind each region last ran, else python.")
-@click.option("--gateway-keepalive-requests", type=click.IntRange(min=1), default=None,
+@click.option("--gateway-keepalive-requests", type=click.IntRange(min=1),
+              default=nginx_gateway.KEEPALIVE_REQUESTS, show_default=True,
               help="nginx gateways: close each connection after this many requests (HTTP/2: "
-              "GOAWAY), as load balancers in front of real gateways do. Default: no limit.")
+              "GOAWAY), as load balancers in front of real gateways do.")
 def up(inventory: str, lab_dir: str, gateway_kind: str | None,
-       gateway_keepalive_requests: int | None) -> None:
+       gateway_keepalive_requests: int) -> None:
     """Create the lab CA and certificates, and start a stand-in gateway per region."""
-    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir), gateway_kind)
-    if gateway_keepalive_requests is not None:
-        lab.gateway_keepalive_requests = gateway_keepalive_requests
+    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir), gateway_kind,
+                                            gateway_keepalive_requests)
     for line in lab.up():
         click.echo(line)
 

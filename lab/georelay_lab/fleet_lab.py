@@ -36,12 +36,14 @@ class FleetLab:
 
     @classmethod
     def from_inventory(cls, inventory: str, lab_dir: Path,
-                       gateway_kind: str | None = None) -> FleetLab:
+                       gateway_kind: str | None = None,
+                       gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS
+                       ) -> FleetLab:
         try:
             fleet = fleet_from_hostvars(load_inventory(inventory))
         except InventoryError as exc:
             raise SystemExit(f"georelay-lab: {exc}") from exc
-        return cls(fleet, lab_dir.resolve(), gateway_kind)
+        return cls(fleet, lab_dir.resolve(), gateway_kind, gateway_keepalive_requests)
 
     @property
     def certs_dir(self) -> Path:

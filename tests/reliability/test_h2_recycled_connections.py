@@ -35,7 +35,7 @@ from traffic import Traffic
 FAST = "be_fast_example_com"
 GATEWAY_REQUESTS = 100  # the stand-in gateway's requests (streams) per connection
 MAX_REUSE = 90  # r1: a connection carries at most MAX_REUSE + 1 requests, fewer than 100
-LOAD_S = 5.0
+LOAD_TIMEOUT_S = 30.0  # the load ends at MIN_REQUESTS; this bounds it on a slow machine
 MIN_REQUESTS = 20 * GATEWAY_REQUESTS  # enough for the gateway to recycle 20 times
 
 
@@ -56,7 +56,7 @@ def under_load(fleet: LabFleet, proxy: str) -> dict[str, Any]:
     before = server_row(fleet, proxy, FAST)
     mark = gateway_log_mark(fleet, "us-east-1")
     with Traffic(fleet, proxy, fresh_loops=2, kept_loops=12) as traffic:
-        traffic.wait_for(MIN_REQUESTS, timeout=LOAD_S * 6)
+        traffic.wait_for(MIN_REQUESTS, timeout=LOAD_TIMEOUT_S)
     after = server_row(fleet, proxy, FAST)
     per_connection = Counter(r.connection for r in gateway_requests(fleet, "us-east-1", mark)
                              if r.protocol == "HTTP/2.0")
@@ -94,5 +94,5 @@ def test_max_reuse_retires_h2_connections_before_the_gateway_does(
     assert with_max_reuse["most_requests_on_a_connection"] <= MAX_REUSE + 1, with_max_reuse
     # r2, the control: the gateway, not HAProxy, ended its connections (at its limit). How
     # many streams its GOAWAYs caught in flight (`eresp`, retried) depends on the load, so
-    # it is recorded above, not asserted (3-9 per run here; ~28% of requests under wrk).
+    # it is recorded above, not asserted (3-13 per run here; ~28% of requests under wrk).
     assert control["most_requests_on_a_connection"] == GATEWAY_REQUESTS, control
