@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from georelay_lab import fleet_lab, nginx_gateway
+from georelay_lab import hosts as hosts_lab
 from georelay_lab.gateway import serve
 
 
@@ -109,3 +110,65 @@ def drill(inventory: str, lab_dir: str, settle_timeout: float) -> None:
 
     sys.exit(run_drill.main(["-i", inventory, "--lab-dir", lab_dir,
                              "--settle-timeout", str(settle_timeout)]))
+
+
+@main.group()
+def hosts() -> None:
+    """Real Debian 12 hosts on this machine (systemd-nspawn, SSH, a private bridge)."""
+
+
+def _host_lab(name: str, subnet: str) -> hosts_lab.HostLab:
+    try:
+        return hosts_lab.HostLab(name, subnet)
+    except hosts_lab.HostLabError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+_lab_name = click.option("--lab", "lab_name", default=hosts_lab.DEFAULT_LAB, show_default=True,
+                         help="Name of this host lab (its bridge is gr-<name>).")
+_subnet = click.option("--subnet", default=hosts_lab.DEFAULT_SUBNET, show_default=True,
+                       help="IPv4 subnet of the bridge; this machine takes its first address, "
+                       "hosts the ones from .11 on.")
+
+
+@hosts.command("up")
+@click.argument("count", type=click.IntRange(1, 40), required=False)
+@click.option("-i", "--inventory", type=click.Path(exists=True),
+              help="Bring up the inventory's hosts that set an ansible_host in the subnet.")
+@_lab_name
+@_subnet
+@click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for SSH")
+def hosts_up(count: int | None, inventory: str | None, lab_name: str, subnet: str,
+             timeout: float) -> None:
+    """Bring up COUNT hosts (h1..hN), or the inventory's hosts; replaces this lab's earlier ones."""
+    lab = _host_lab(lab_name, subnet)
+    if (count is None) == (inventory is None):
+        raise click.UsageError("give either COUNT or -i INVENTORY")
+    if inventory is not None:
+        names, addresses = hosts_lab.hosts_of_inventory(inventory, lab)
+    else:
+        names, addresses = [f"h{i + 1}" for i in range(count or 0)], None
+    try:
+        for line in lab.up(names, addresses, timeout=timeout):
+            click.echo(line)
+    except hosts_lab.HostLabError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@hosts.command("down")
+@_lab_name
+def hosts_down(lab_name: str) -> None:
+    """Remove the lab's hosts, cgroups, mounts and bridge (safe to repeat)."""
+    try:
+        for line in hosts_lab.HostLab(lab_name).down():
+            click.echo(line)
+    except hosts_lab.HostLabError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@hosts.command("status")
+@_lab_name
+def hosts_status(lab_name: str) -> None:
+    """Each host of the lab and what its systemd says."""
+    for line in hosts_lab.HostLab(lab_name).status():
+        click.echo(line)

@@ -1,0 +1,550 @@
+"""A lab of real Debian 12 hosts on this machine: systemd-nspawn containers on a private bridge.
+
+Each host boots systemd as PID 1, runs sshd with the lab's key, and has its own address on a
+bridge that exists only inside this machine. Ansible reaches them over SSH as the user
+``deploy`` (passwordless sudo), exactly as it reaches real proxy hosts. A second user,
+``nosudo``, has the same key and no sudo, for the error paths.
+
+The recipe:
+
+- One base image, built once with debootstrap (bookworm minbase + systemd, dbus, sshd,
+  python3, sudo, cron) and cached under ``/var/cache/georelay-lab`` keyed by the recipe.
+- The hosts reach nothing outside this machine. What the roles install comes from a local
+  package cache inside the base image: a flat apt repository of Debian's own ``.deb`` files
+  (haproxy, python3-venv, python3-apt, ... downloaded from the mirror at build time) and a
+  wheelhouse for the agent's virtualenv. So ``apt-get install haproxy`` on a host runs the
+  real install path against a local source; no NAT rule, no forwarding.
+- One overlayfs per host over the shared base, so hosts start in a second and differ only in
+  what they wrote.
+- ``systemd-nspawn --boot --register=no --keep-unit`` (PID 1 here is not systemd), each host
+  in a cgroup of its own below ``/sys/fs/cgroup/{systemd,unified}/georelay-lab-<lab>/``;
+  a small supervisor restarts a host that rebooted (nspawn exits 133 on reboot).
+- systemd-networkd with a static address, no link-local addressing and no router
+  advertisements (else ``network-online.target`` waits at every boot); apt's timers masked.
+
+State of a lab lives in ``/var/lib/georelay-lab/<lab>``; ``down`` removes all of it
+(containers, cgroups, mounts, bridge). ``up`` first clears whatever a dead run left under the
+same lab name, so re-running either is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from georelay_lab import processes
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+CACHE_DIR = Path(os.environ.get("GEORELAY_LAB_CACHE", "/var/cache/georelay-lab"))
+STATE_ROOT = Path(os.environ.get("GEORELAY_LAB_STATE", "/var/lib/georelay-lab"))
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+
+# What a fresh Debian 12 server has that the lab relies on (minbase lacks them).
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server",
+                 "python3", "sudo", "cron", "ca-certificates", "procps", "iproute2",
+                 "curl")
+# Installed by the roles from the local package cache, never preinstalled: the hosts start
+# as fresh as a real one, and the roles' install path runs for real.
+REPO_PACKAGES = ("haproxy", "python3-venv", "python3-apt", "python3-packaging",
+                 "python3-setuptools")
+WHEELS = ("prometheus-client>=0.17",)  # the agent's requirements (roles/georelay_agent)
+RECIPE_VERSION = "1"
+
+LOCAL_REPO = "/srv/georelay-lab/debs"
+WHEELHOUSE = "/srv/georelay-lab/wheels"
+# Inventory setting for lab hosts: the agent's pip reads the wheelhouse, not PyPI.
+PIP_EXTRA_ARGS = f"--no-index --find-links {WHEELHOUSE}"
+USER = "deploy"
+NOSUDO_USER = "nosudo"
+MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
+                "fstrim.timer", "systemd-timesyncd.service", "console-getty.service")
+
+DEFAULT_LAB = "hosts"
+DEFAULT_SUBNET = "10.213.0.0/24"
+FIRST_HOST = 11  # host i gets subnet[FIRST_HOST + i]
+
+
+class HostLabError(RuntimeError):
+    """A lab step failed; the message says which and why."""
+
+
+def _run(cmd: Sequence[str], *, check: bool = True, capture: bool = True,
+         timeout: float | None = None, input_text: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), text=True, capture_output=capture, timeout=timeout,
+                          input=input_text, check=False)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout or "").strip()[-2000:] if capture else ""
+        raise HostLabError(f"`{shlex.join(cmd)}` exited {proc.returncode}: {detail}")
+    return proc
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise HostLabError("the host lab needs root (systemd-nspawn, bridges, overlayfs): "
+                           "run it as root or through sudo")
+
+
+def _require_programs() -> None:
+    missing = [p for p in ("systemd-nspawn", "debootstrap", "apt-ftparchive", "ssh",
+                           "ssh-keygen", "ip") if shutil.which(p) is None]
+    if missing:
+        raise HostLabError(f"missing {', '.join(missing)}: `make setup` installs them "
+                           "(Debian: systemd-container debootstrap apt-utils openssh-client "
+                           "iproute2)")
+
+
+# ---------------------------------------------------------------------------------------
+# The base image
+
+
+def recipe_key() -> str:
+    text = json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, REPO_PACKAGES, WHEELS,
+                       MASKED_UNITS])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def base_dir() -> Path:
+    return CACHE_DIR / f"{SUITE}-{recipe_key()}"
+
+
+def _nspawn_in(root: Path, *command: str) -> None:
+    """Run one command inside root (no boot), sharing this machine's network."""
+    _run(["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--pipe",
+          "-D", str(root), "--", *command], timeout=900)
+
+
+def ensure_base(log: list[str]) -> Path:
+    """The cached base image for the current recipe, built first if missing (~1-2 min)."""
+    base = base_dir()
+    if (base / ".georelay-lab-base").exists():
+        return base
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(base.name + ".build")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    started = time.monotonic()
+    _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+          SUITE, str(tmp), MIRROR], timeout=1800)
+    # This machine's apt settings (the mirror may be a dated snapshot).
+    for conf in Path("/etc/apt/apt.conf.d").glob("*"):
+        if conf.is_file() and "Check-Valid-Until" in conf.read_text(errors="replace"):
+            shutil.copy(conf, tmp / "etc/apt/apt.conf.d" / conf.name)
+    # The local package cache: Debian's own .debs of what the roles install.
+    _nspawn_in(tmp, "apt-get", "update", "-qq")
+    _nspawn_in(tmp, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+               "-qq", "--download-only", "--no-install-recommends", *REPO_PACKAGES)
+    repo = tmp / LOCAL_REPO.lstrip("/")
+    repo.mkdir(parents=True)
+    for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
+        shutil.move(str(deb), repo / deb.name)
+    with (repo / "Packages").open("w") as fh:
+        subprocess.run(["apt-ftparchive", "packages", "."], cwd=repo, stdout=fh, check=True,
+                       text=True)
+    (tmp / "etc/apt/sources.list").write_text(
+        f"# georelay host lab: a local copy of what the roles install (no network)\n"
+        f"deb [trusted=yes] file:{LOCAL_REPO} ./\n")
+    for extra in (tmp / "etc/apt/sources.list.d").glob("*"):
+        extra.unlink()
+    _nspawn_in(tmp, "apt-get", "update", "-qq")
+    _nspawn_in(tmp, "apt-get", "clean")
+    # The wheelhouse of the agent's virtualenv.
+    wheels = tmp / WHEELHOUSE.lstrip("/")
+    wheels.mkdir(parents=True)
+    _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+          "--dest", str(wheels), *WHEELS], timeout=600)
+    _configure_base(tmp)
+    (tmp / ".georelay-lab-base").write_text(f"{recipe_key()}\n")
+    tmp.rename(base)
+    log.append(f"base image {base} built in {time.monotonic() - started:.0f} s")
+    return base
+
+
+def _configure_base(root: Path) -> None:
+    etc = root / "etc"
+    for unit in MASKED_UNITS:
+        link = etc / "systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    wants = etc / "systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    networkd = wants / "systemd-networkd.service"
+    networkd.unlink(missing_ok=True)
+    networkd.symlink_to("/lib/systemd/system/systemd-networkd.service")
+    # Host keys are made per host at `up`: no two hosts share one.
+    for key in (etc / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    (etc / "ssh/sshd_config.d/georelay-lab.conf").write_text(
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n")
+    (etc / "machine-id").write_text("")
+    _nspawn_in(root, "useradd", "--create-home", "--shell", "/bin/bash", USER)
+    _nspawn_in(root, "useradd", "--create-home", "--shell", "/bin/bash", NOSUDO_USER)
+    sudoers = etc / "sudoers.d" / USER
+    sudoers.write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
+    sudoers.chmod(0o440)
+
+
+# ---------------------------------------------------------------------------------------
+# Hosts
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+
+
+@dataclass
+class HostLab:
+    """The hosts of one lab name: bridge, subnet, state directory."""
+
+    name: str = DEFAULT_LAB
+    subnet: str = DEFAULT_SUBNET
+
+    def __post_init__(self) -> None:
+        if not self.name.replace("-", "").isalnum() or len(self.name) > 12:
+            raise HostLabError(f"lab name {self.name!r}: use up to 12 letters, digits or '-'")
+        net = ipaddress.ip_network(self.subnet)
+        if not isinstance(net, ipaddress.IPv4Network) or net.prefixlen > 24:
+            raise HostLabError(f"subnet {self.subnet!r}: use an IPv4 /24 or larger")
+
+    @property
+    def state(self) -> Path:
+        return STATE_ROOT / self.name
+
+    @property
+    def bridge(self) -> str:
+        return f"gr-{self.name}"[:15]
+
+    @property
+    def gateway_address(self) -> str:
+        """This machine's own address on the bridge (stand-in gateways listen there)."""
+        return str(next(ipaddress.ip_network(self.subnet).hosts()))
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.subnet).prefixlen
+
+    def address_of(self, index: int) -> str:
+        return str(ipaddress.ip_network(self.subnet).network_address + FIRST_HOST + index)
+
+    @property
+    def key(self) -> Path:
+        return self.state / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state / "ssh_config"
+
+    def host_dir(self, host: str) -> Path:
+        return self.state / "hosts" / host
+
+    def cgroups(self, host: str | None = None) -> list[Path]:
+        top = f"georelay-lab-{self.name}"
+        return [root / top / host if host else root / top for root in CGROUP_ROOTS
+                if root.is_dir()]
+
+    def hosts(self) -> list[Host]:
+        """The hosts this lab brought up (from its state directory)."""
+        try:
+            data = json.loads((self.state / "hosts.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return [Host(h["name"], h["address"]) for h in data]
+
+    # -- ssh -------------------------------------------------------------------------
+
+    def ssh_args(self, user: str = USER) -> list[str]:
+        return ["ssh", "-F", "/dev/null", "-i", str(self.key), "-l", user,
+                "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=3", "-o", "LogLevel=ERROR"]
+
+    def ssh(self, host: Host | str, command: str, *, user: str = USER, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        address = host.address if isinstance(host, Host) else self._address(host)
+        return _run([*self.ssh_args(user), address, command], check=check, timeout=timeout)
+
+    def _address(self, name: str) -> str:
+        for h in self.hosts():
+            if h.name == name:
+                return h.address
+        raise HostLabError(f"no host {name!r} in lab {self.name!r}")
+
+    def ansible_vars(self) -> dict[str, str]:
+        """Connection variables an inventory needs for these hosts."""
+        return {
+            "ansible_user": USER,
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={self.known_hosts} "
+                                       "-o StrictHostKeyChecking=yes",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "georelay_agent_pip_extra_args": PIP_EXTRA_ARGS,
+        }
+
+    # -- up / down -------------------------------------------------------------------
+
+    def up(self, names: Sequence[str], addresses: Sequence[str] | None = None,
+           timeout: float = 60) -> list[str]:
+        """Bring up these hosts (removing this lab's earlier ones first)."""
+        require_root()
+        _require_programs()
+        if addresses is not None and len(addresses) != len(names):
+            raise HostLabError("give one address per host")
+        net = ipaddress.ip_network(self.subnet)
+        hosts = [Host(n, addresses[i] if addresses else self.address_of(i))
+                 for i, n in enumerate(names)]
+        for h in hosts:
+            if ipaddress.ip_address(h.address) not in net or h.address == self.gateway_address:
+                raise HostLabError(f"host {h.name}: address {h.address} is not a host address "
+                                   f"of the lab subnet {self.subnet}")
+        if len({h.name for h in hosts}) != len(hosts):
+            raise HostLabError("host names must be unique")
+        log: list[str] = []
+        started = time.monotonic()
+        base = ensure_base(log)
+        log.extend(self.down(quiet=True))
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o700)
+        if not self.key.exists():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"georelay-lab-{self.name}",
+                  "-f", str(self.key)])
+        (self.state / "hosts.json").write_text(json.dumps([h.__dict__ for h in hosts], indent=1))
+        self._bridge_up()
+        known: list[str] = []
+        for h in hosts:
+            known.append(self._prepare(base, h))
+        self.known_hosts.write_text("".join(known))
+        self._write_ssh_config(hosts)
+        for h in hosts:
+            self._boot(h)
+        for h in hosts:
+            self.wait_ssh(h, timeout)
+        log.append(f"{len(hosts)} host(s) up in {time.monotonic() - started:.1f} s on bridge "
+                   f"{self.bridge} ({self.subnet}; this machine is {self.gateway_address}):")
+        log.extend(f"  {h.name:<12} {h.address}  ssh -F {self.ssh_config} {h.name}"
+                   for h in hosts)
+        return log
+
+    def _bridge_up(self) -> None:
+        if _run(["ip", "link", "show", self.bridge], check=False).returncode != 0:
+            _run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        _run(["ip", "addr", "replace", f"{self.gateway_address}/{self.prefixlen}",
+              "dev", self.bridge])
+        _run(["ip", "link", "set", self.bridge, "up"])
+
+    def _prepare(self, base: Path, h: Host) -> str:
+        """Mount the host's overlay and write what makes it this host; its known_hosts line."""
+        d = self.host_dir(h.name)
+        for sub in ("upper", "work", "root"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        root = d / "root"
+        _run(["mount", "-t", "overlay", "overlay", "-o",
+              f"lowerdir={base},upperdir={d / 'upper'},workdir={d / 'work'}", str(root)])
+        etc = root / "etc"
+        (etc / "hostname").write_text(f"{h.name}\n")
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {h.name}\n"
+                                   "::1 localhost ip6-localhost ip6-loopback\n")
+        (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+        (etc / "systemd/network/10-lab.network").write_text(
+            "[Match]\nName=host0\n\n[Network]\n"
+            f"Address={h.address}/{self.prefixlen}\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
+        _run(["ssh-keygen", "-q", "-A", "-f", str(root)])
+        pub = (etc / "ssh/ssh_host_ed25519_key.pub").read_text().split()
+        key = self.key.with_suffix(".pub").read_text()
+        for user in (USER, NOSUDO_USER):
+            home = root / "home" / user
+            ssh_dir = home / ".ssh"
+            ssh_dir.mkdir(mode=0o700, exist_ok=True)
+            (ssh_dir / "authorized_keys").write_text(key)
+            st = home.stat()
+            for p in (ssh_dir, ssh_dir / "authorized_keys"):
+                os.chown(p, st.st_uid, st.st_gid)
+        return f"{h.address} {pub[0]} {pub[1]}\n"
+
+    def _write_ssh_config(self, hosts: Sequence[Host]) -> None:
+        self.ssh_config.write_text("".join(
+            f"Host {h.name}\n  HostName {h.address}\n  User {USER}\n  IdentityFile {self.key}\n"
+            f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"
+            for h in hosts))
+
+    def _boot(self, h: Host) -> None:
+        d = self.host_dir(h.name)
+        cgroups = self.cgroups(h.name)
+        for cg in cgroups:
+            cg.mkdir(parents=True, exist_ok=True)
+        nspawn = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--quiet",
+                  f"--machine={h.name}", f"--directory={d / 'root'}",
+                  f"--network-bridge={self.bridge}", "--console=passive",
+                  "--link-journal=no", "--timezone=off", "--resolv-conf=off"]
+        # The supervisor: into the host's own cgroups first, then nspawn, again after a
+        # reboot (exit 133), and gone once the host powers off.
+        script = ("for cg in " + " ".join(shlex.quote(str(c)) for c in cgroups)
+                  + "; do echo $$ > \"$cg/cgroup.procs\"; done; "
+                  "while :; do " + shlex.join(nspawn) + "; rc=$?; "
+                  "[ \"$rc\" -eq 133 ] || exit \"$rc\"; done")
+        processes.start(["/bin/sh", "-c", script], d / "supervisor.pid", d / "console.log")
+
+    def wait_ssh(self, h: Host, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            proc = self.ssh(h, "systemctl is-system-running --wait >/dev/null 2>&1; true",
+                            check=False, timeout=30)
+            if proc.returncode == 0:
+                return
+            last = (proc.stderr or proc.stdout).strip()
+            time.sleep(0.3)
+        raise HostLabError(f"host {h.name} ({h.address}) did not answer SSH within "
+                           f"{timeout:.0f} s: {last}; console: "
+                           f"{self.host_dir(h.name) / 'console.log'}")
+
+    def down(self, quiet: bool = False) -> list[str]:
+        """Remove everything of this lab: containers, cgroups, mounts, bridge."""
+        require_root()
+        log: list[str] = []
+        hosts_dir = self.state / "hosts"
+        names = sorted(p.name for p in hosts_dir.iterdir()) if hosts_dir.is_dir() else []
+        for name in names:
+            sup = self.host_dir(name) / "supervisor.pid"
+            pid = processes.running(sup)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)  # the supervisor first: no restart loop
+        for name in names:
+            self._stop_host(name)
+            log.append(f"host {name} removed")
+        for cg in self.cgroups():
+            _kill_cgroup_tree(cg)
+        _umount_below(self.state)
+        if self.state.exists():
+            shutil.rmtree(self.state / "hosts", ignore_errors=True)
+            for f in ("hosts.json", "known_hosts", "ssh_config"):
+                (self.state / f).unlink(missing_ok=True)
+        if _run(["ip", "link", "show", self.bridge], check=False).returncode == 0:
+            _run(["ip", "link", "del", self.bridge])
+            log.append(f"bridge {self.bridge} removed")
+        if not quiet and not log:
+            log.append(f"lab {self.name}: nothing to remove")
+        return [] if quiet else log
+
+    def _stop_host(self, name: str) -> None:
+        """Power the host off (nspawn turns SIGTERM into a clean shutdown), then make sure."""
+        cgroups = self.cgroups(name)
+        nspawn_pids = [p for p in _cgroup_pids(cgroups) if _comm(p) == "systemd-nspawn"]
+        for pid in nspawn_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in nspawn_pids):
+            time.sleep(0.1)
+        for cg in cgroups:
+            _kill_cgroup_tree(cg)
+
+    def status(self) -> list[str]:
+        lines = []
+        for h in self.hosts():
+            sup = processes.running(self.host_dir(h.name) / "supervisor.pid")
+            state = "down"
+            if sup is not None:
+                proc = self.ssh(h, "systemctl is-system-running", check=False, timeout=10)
+                state = (proc.stdout.strip() or "no ssh")
+            lines.append(f"{h.name:<12} {h.address:<15} {state}")
+        return lines or [f"lab {self.name}: no hosts"]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _walk_cgroups(cg: Path) -> Iterator[Path]:
+    """cg and every cgroup below it, deepest first."""
+    if not cg.is_dir():
+        return
+    for child in sorted((p for p in cg.iterdir() if p.is_dir()), reverse=True):
+        yield from _walk_cgroups(child)
+    yield cg
+
+
+def _cgroup_pids(cgroups: Sequence[Path]) -> list[int]:
+    pids: set[int] = set()
+    for top in cgroups:
+        for cg in _walk_cgroups(top):
+            with contextlib.suppress(OSError):
+                pids.update(int(x) for x in (cg / "cgroup.procs").read_text().split())
+    return sorted(pids)
+
+
+def _kill_cgroup_tree(top: Path) -> None:
+    """SIGKILL every process below top, then remove its cgroups."""
+    for _ in range(50):
+        pids = _cgroup_pids([top])
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    for cg in _walk_cgroups(top):
+        with contextlib.suppress(OSError):
+            cg.rmdir()
+
+
+def _umount_below(path: Path) -> None:
+    """Unmount every mount at or below path (deepest first)."""
+    prefix = str(path.resolve()) if path.exists() else str(path)
+    mounts = []
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            target = line.split()[1].encode().decode("unicode_escape")
+            if target == prefix or target.startswith(prefix + "/"):
+                mounts.append(target)
+    for target in sorted(mounts, key=len, reverse=True):
+        _run(["umount", "-l", target], check=False)
+
+
+def hosts_of_inventory(inventory: str, lab: HostLab) -> tuple[list[str], list[str]]:
+    """(names, addresses) of the inventory's hosts whose ansible_host lies in lab's subnet."""
+    from georelay_model import load_inventory
+
+    net = ipaddress.ip_network(lab.subnet)
+    names: list[str] = []
+    addresses: list[str] = []
+    for name, hv in sorted(load_inventory(inventory).items()):
+        address = hv.get("ansible_host")
+        with contextlib.suppress(ValueError, TypeError):
+            if address and ipaddress.ip_address(address) in net:
+                names.append(name)
+                addresses.append(str(address))
+    if not names:
+        raise HostLabError(f"{inventory}: no host has an ansible_host in {lab.subnet}")
+    return names, addresses
