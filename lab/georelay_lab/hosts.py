@@ -321,6 +321,7 @@ class HostLab:
         started = time.monotonic()
         base = ensure_base(log)
         log.extend(self.down(quiet=True))
+        self._check_subnet_free()
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
         if not self.key.exists():
@@ -342,6 +343,19 @@ class HostLab:
         log.extend(f"  {h.name:<12} {h.address}  ssh -F {self.ssh_config} {h.name}"
                    for h in hosts)
         return log
+
+    def _check_subnet_free(self) -> None:
+        """Refuse a subnet that another address of this machine already lies in."""
+        net = ipaddress.ip_network(self.subnet)
+        out = _run(["ip", "-o", "-4", "addr", "show"]).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            dev, cidr = fields[1], fields[3]
+            if dev != self.bridge and ipaddress.ip_interface(cidr).network.overlaps(net):
+                raise HostLabError(
+                    f"subnet {self.subnet} overlaps {cidr} on {dev}: give this lab another "
+                    f"--subnet, or remove the other lab first (georelay-lab hosts down --lab "
+                    f"{dev.removeprefix('gr-')})")
 
     def _bridge_up(self) -> None:
         if _run(["ip", "link", "show", self.bridge], check=False).returncode != 0:
