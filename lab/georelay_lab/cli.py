@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,11 +54,20 @@ def up(inventory: str, lab_dir: str, gateway_kind: str | None,
 @main.command()
 @click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
-def health(inventory: str, lab_dir: str) -> None:
+@click.option("--hosts-lab", "hosts_lab_name", default=None, metavar="NAME",
+              help="The proxies are hosts of this host lab: run the check on them over SSH.")
+def health(inventory: str, lab_dir: str, hosts_lab_name: str | None) -> None:
     """Each proxy's /healthz through its public listener, and its agent's Nagios check."""
     lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    check = None
+    if hosts_lab_name is not None:
+        hl = _host_lab(hosts_lab_name, hosts_lab.DEFAULT_SUBNET)
+
+        def check(proxy: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+            return hl.ssh(proxy, shlex.join(argv), check=False)
+
     failures = 0
-    for line, ok in lab.health():
+    for line, ok in lab.health(check):
         click.echo(line)
         failures += not ok
     sys.exit(1 if failures else 0)

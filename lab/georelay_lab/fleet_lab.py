@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,10 +138,11 @@ class FleetLab:
                        f"X-Forwarded-Host={echo['x_forwarded_host']} "
                        f"X-Forwarded-For={echo['x_forwarded_for']}"), True
 
-    def health(self) -> Iterator[tuple[str, bool]]:
+    def health(self, check: Callable[[str, list[str]], subprocess.CompletedProcess[str]]
+               | None = None) -> Iterator[tuple[str, bool]]:
         """/healthz through each proxy's public listener (as Route53 asks), and the agent's
-        Nagios check. Proxies of the lab live in <lab dir>/proxies/<host> (the demo's
-        georelay_root)."""
+        Nagios check: by default run here, on proxies of the lab in <lab dir>/proxies/<host>
+        (the demo's georelay_root); `check(proxy, argv)` runs it elsewhere (over SSH)."""
         hostname = self.fleet.services[0].hostname
         for proxy in self.fleet.proxies:
             root = self.lab_dir / "proxies" / proxy.name
@@ -152,12 +153,15 @@ class FleetLab:
                 ok = reply.status == 200
             except OSError as exc:
                 seen, ok = f"FAILED: {exc}", False
-            check = subprocess.run(
-                [str(root / "opt/georelay-agent/venv/bin/georelay-agent"), "check", "--config",
-                 str(root / "etc/georelay-agent/agent.json")],
-                capture_output=True, text=True, check=False)
+            if check is None:
+                result = subprocess.run(
+                    [str(root / "opt/georelay-agent/venv/bin/georelay-agent"), "check",
+                     "--config", str(root / "etc/georelay-agent/agent.json")],
+                    capture_output=True, text=True, check=False)
+            else:
+                result = check(proxy.name, ["georelay-agent", "check"])
             yield (f"{proxy.name:8} https://{hostname}/healthz -> {seen}\n"
-                   f"{'':8} check (exit {check.returncode}): {check.stdout.strip()}"), ok
+                   f"{'':8} check (exit {result.returncode}): {result.stdout.strip()}"), ok
 
 
 def down(lab_dir: Path) -> list[str]:

@@ -73,7 +73,7 @@ NOSUDO_USER = "nosudo"
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
                 "fstrim.timer", "systemd-timesyncd.service", "console-getty.service")
 
-DEFAULT_LAB = "hosts"
+DEFAULT_LAB = "demo"  # inventories/demo-hosts; the tests use "test", molecule "molecule"
 DEFAULT_SUBNET = "10.213.0.0/24"
 FIRST_HOST = 11  # host i gets subnet[FIRST_HOST + i]
 
