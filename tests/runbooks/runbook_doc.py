@@ -9,10 +9,11 @@ The convention (docs/runbooks/README.md, "How these runbooks stay true"):
   ``absent=REGEX`` (repeatable): its output must not match (regexes are multi-line, and
   ``$VARIABLE`` in them stands for the variable's value);
   ``timeout=SECONDS`` (default 120).
-* ```` ```sh systemd ```` runs only on hosts with ``georelay_service_manager: systemd``; there
-  is no systemd in the lab. Its syntax, verbs, flags and unit names are checked, and the
+* ```` ```sh systemd ```` runs only on hosts with ``georelay_service_manager: systemd``; the
+  loopback lab has no systemd. Its syntax, verbs, flags and unit names are checked here, the
+  tests of tests/hosts/ run it on a real Debian 12 host in the runbook's situation, and the
   block right after it must be a plain ```` ```sh ```` block that does the same on any host
-  (that one is run).
+  (that one is run on the loopback lab).
 * ```` ```sh example ```` sets variables to example values (the index's variables block); it
   is checked for syntax only. ```` ```text ```` is sample output: never run.
 """

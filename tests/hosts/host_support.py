@@ -1,0 +1,275 @@
+"""Test fleets on real Debian 12 hosts: the host lab's containers, reached over SSH.
+
+A HostFleet is the LabFleet of the loopback tests with its proxies on hosts of the host lab
+(lab/georelay_lab/hosts.py): each proxy is a systemd-nspawn host with systemd as PID 1,
+Ansible connects as the sudo user ``deploy`` with the lab's key and known_hosts, HAProxy runs
+under Debian's haproxy.service (the role's default, systemd mode). The stand-in gateways
+run on this machine, on its address on the lab's bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from agent_support import AGENT_VARS, AgentFleet
+from georelay_lab.fleet_lab import down as lab_down
+from georelay_lab.hosts import Host, HostLab
+from support import BIN, REPO, recap, run, short_dir
+
+LAB = "test"
+SUBNET = "10.213.1.0/24"
+GATEWAY_PORT = 8443  # region i's stand-in gateway: GATEWAY_PORT + i on the bridge address
+
+SOCKET_SCRIPT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\\n")
+s.shutdown(socket.SHUT_WR)
+out = b""
+while True:
+    data = s.recv(65536)
+    if not data:
+        break
+    out += data
+sys.stdout.write(out.decode(errors="replace"))
+"""
+
+
+@dataclass(eq=False)
+class HostFleet(AgentFleet):
+    """A fleet whose proxies are real hosts of the host lab, deployed over SSH."""
+
+    https_port: int = 443
+    http_port: int = 80
+    net: int = 0  # no loopback /24: the hosts have addresses of their own
+    hostlab: HostLab = field(default_factory=lambda: HostLab(LAB, SUBNET))
+
+    def address(self, proxy: str) -> str:
+        return self.hostlab.address_of(self.proxy_names().index(proxy))
+
+    def host(self, proxy: str) -> Host:
+        return Host(proxy, self.address(proxy))
+
+    def gateway(self, region: str) -> tuple[str, int]:
+        return self.hostlab.gateway_address, GATEWAY_PORT + list(self.regions).index(region)
+
+    def agent_url(self, proxy: str, path: str) -> str:
+        raise NotImplementedError("the agent listens on the host's loopback: use public_healthz")
+
+    def host_vars_of(self, proxy: str) -> dict[str, Any]:
+        return {"ansible_host": self.address(proxy), "public_ip": self.address(proxy),
+                **self.host_vars.get(proxy, {})}
+
+    def write(self, **all_vars: Any) -> None:
+        children: dict[str, Any] = {}
+        for region, proxies in self.regions.items():
+            children[region.replace("-", "_")] = {
+                "vars": {"aws_region": region,
+                         "georelay_apigw_address": self.apigw_address(region)},
+                "hosts": {p: self.host_vars_of(p) for p in proxies},
+            }
+        group_vars = {
+            "georelay_zone": "example.com",
+            "georelay_services": self.services,
+            "georelay_tls_pem": str(self.lab_dir / "certs/public.pem"),
+            "georelay_backend_ca": self.ca_file,
+            "georelay_agent_probe_ca_file": self.ca_file,
+            "ansible_become": True,
+            "haproxy_check_interval": "500ms",
+            **AGENT_VARS,
+            **self.hostlab.ansible_vars(),
+            **self.all_vars,
+            **all_vars,
+        }
+        (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
+        (self.inventory / "hosts.yml").write_text(
+            yaml.safe_dump({"all": {"children": children}}, sort_keys=False))
+        (self.inventory / "group_vars/all.yml").write_text(
+            yaml.safe_dump(group_vars, sort_keys=False))
+
+    def up(self) -> None:
+        """Fresh hosts (nothing of georelay on them), certificates, stand-in gateways."""
+        names = self.proxy_names()
+        self.hostlab.up(names, [self.address(p) for p in names])
+        self.write()
+        self.lab().up()
+
+    def down(self) -> None:
+        lab_down(self.lab_dir)
+        self.hostlab.down(quiet=True)
+
+    # -- on the hosts -----------------------------------------------------------------
+
+    def ssh(self, proxy: str, command: str, *, check: bool = True, timeout: float = 60,
+            user: str = "deploy") -> subprocess.CompletedProcess[str]:
+        proc = self.hostlab.ssh(self.host(proxy), command, user=user, check=False,
+                                timeout=timeout)
+        if check:
+            assert proc.returncode == 0, (f"{proxy}: `{command}` exited {proc.returncode}:\n"
+                                          f"{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}")
+        return proc
+
+    def sudo(self, proxy: str, command: str, **kw: Any) -> str:
+        return self.ssh(proxy, f"sudo sh -c {shlex.quote(command)}", **kw).stdout
+
+    def socket_cli(self, proxy: str, socket_path: str, command: str) -> str:
+        return self.sudo(proxy, f"python3 -c {shlex.quote(SOCKET_SCRIPT)} "
+                                f"{shlex.quote(socket_path)} {shlex.quote(command)}")
+
+    def run_module(self, proxy: str, module: str, args: str) -> subprocess.CompletedProcess[str]:
+        """One of the roles' own modules on the host, over SSH with become (ansible ad hoc)."""
+        return run([str(BIN / "ansible"), proxy, "-i", str(self.inventory), "-b",
+                    "-M", str(REPO / "roles/haproxy/library"), "-m", module, "-a", args],
+                   timeout=120)
+
+    def show_proc(self, proxy: str) -> str:
+        return self.socket_cli(proxy, "/run/haproxy-master.sock", "show proc")
+
+    def failed_reloads(self, proxy: str) -> int:
+        m = re.search(r"master\s+\d+\s+\[failed:\s*(\d+)\]", self.show_proc(proxy))
+        assert m, self.show_proc(proxy)
+        return int(m.group(1))
+
+    def wait_healthy(self, proxy: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        stat = ""
+        while time.monotonic() < deadline:
+            stat = self.socket_cli(proxy, "/run/haproxy/admin.sock", "show stat")
+            rows = [line.split(",") for line in stat.splitlines() if line.startswith("be_")]
+            servers = [r for r in rows if r[1] != "BACKEND"]
+            if servers and all(r[17] in ("UP", "no check") for r in servers):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")
+
+    def unit(self, proxy: str, unit: str) -> dict[str, str]:
+        """systemctl show of a unit on the host (selected properties)."""
+        out = self.ssh(proxy, f"systemctl show {unit} -p ActiveState -p SubState "
+                              "-p UnitFileState -p MainPID -p User -p NRestarts").stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def file_sha(self, proxy: str, path: str) -> str:
+        return self.sudo(proxy, f"sha256sum {shlex.quote(path)} | cut -d' ' -f1").strip()
+
+    def journal(self, proxy: str, *args: str) -> str:
+        return self.sudo(proxy, "journalctl --no-pager -o cat " + shlex.join(args))
+
+    def reboot(self, proxy: str, timeout: float = 60) -> float:
+        """`systemctl reboot` on the host; seconds until SSH answers on the new boot."""
+        before = self.ssh(proxy, "systemctl show -p ActiveEnterTimestampMonotonic --value "
+                                 "systemd-journald.service").stdout.strip()
+        start = time.monotonic()
+        self.ssh(proxy, "sudo systemctl reboot", check=False, timeout=20)
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            proc = self.hostlab.ssh(self.host(proxy), "systemctl is-system-running --wait; "
+                                    "systemctl show -p ActiveEnterTimestampMonotonic --value "
+                                    "systemd-journald.service", check=False, timeout=30)
+            lines = proc.stdout.split()
+            if proc.returncode == 0 and lines and lines[-1] != before:
+                return time.monotonic() - start
+            time.sleep(0.3)
+        raise AssertionError(f"{proxy} did not come back within {timeout} s of its reboot")
+
+
+@dataclass
+class Played:
+    """One ansible-playbook run: its exit code, output and PLAY RECAP."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        """The output with whitespace collapsed: the YAML callback wraps long messages."""
+        return " ".join((self.stdout + self.stderr).split())
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        return recap(self.stdout)
+
+    def changed(self) -> dict[str, int]:
+        return {host: counts["changed"] for host, counts in self.recap.items()}
+
+    def ok(self) -> Played:
+        assert self.rc == 0, self.stdout[-6000:] + self.stderr[-3000:]
+        return self
+
+    def tail(self) -> str:
+        return self.stdout[-5000:] + self.stderr[-2000:]
+
+
+def play(fleet: HostFleet, *args: str, playbook: str = "playbooks/proxies.yml",
+         timeout: float = 600) -> Played:
+    proc = fleet.play(*args, playbook=playbook, timeout=timeout)
+    return Played(proc.returncode, proc.stdout, proc.stderr)
+
+
+@contextmanager
+def host_fleet(**fields: Any) -> Iterator[HostFleet]:
+    """Fresh lab hosts for a HostFleet; everything removed afterwards."""
+    with short_dir() as base:
+        fleet = HostFleet(base, **fields)
+        try:
+            fleet.up()
+            yield fleet
+        finally:
+            fleet.down()
+
+
+def host_state(fleet: HostFleet, proxy: str) -> str:
+    """What a run may change on a host: packages, georelay's files, units, users."""
+    return fleet.sudo(proxy, "dpkg-query -W -f '${Package} ${Version} ${Status}\\n' | sort; "
+                             "ls -la /etc/haproxy /etc/georelay-agent /opt /etc/cron.d "
+                             "/etc/default /etc/systemd/system 2>&1; getent passwd | sort; "
+                             "systemctl list-unit-files --no-legend | sort")
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True)
+
+
+def run_systemd_blocks(fleet: HostFleet, proxy: str, runbook: str,
+                       section: str | None = None) -> list[str]:
+    """Run the ```sh systemd``` blocks of docs/runbooks/<runbook> (of one section, or all) on
+    the proxy's host, as on-call would: $ON_HOST is SSH with sudo, $ROOT is empty. Each
+    command must end with the block's exit status and match its expect=/absent= patterns.
+    Returns the outputs, in order."""
+    import os
+    import re
+
+    from runbook_doc import RUNBOOKS, parse
+
+    book = parse(RUNBOOKS / runbook)
+    blocks = [b for b in book.blocks if b.kind == "systemd"
+              and (section is None or b.section == section)]
+    assert blocks, f"{runbook}: no systemd block{' in ' + section if section else ''}"
+    on_host = f"ssh -F {fleet.hostlab.ssh_config} {proxy} sudo"
+    env = {**os.environ, "ON_HOST": on_host, "ROOT": "", "HOST": proxy}
+    outputs = []
+    for block in blocks:
+        for command in block.commands():
+            proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                                  text=True, timeout=block.timeout, check=False)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode in block.exit_codes, \
+                f"{block.where}: `{command}` exited {proc.returncode}:\n{out[-3000:]}"
+            for pattern in block.expect:
+                assert re.search(pattern, out, re.M), f"{block.where}: no {pattern!r} in\n{out}"
+            for pattern in block.absent:
+                assert not re.search(pattern, out, re.M), f"{block.where}: {pattern!r} in\n{out}"
+            outputs.append(out)
+    return outputs
