@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 INVENTORY ?= inventories/demo
 LAB ?= .lab
-DEBS := haproxy curl ca-certificates nginx-light
-BENCH_DEBS := nginx-light wrk util-linux
+# Every Debian package the demo, the tests and the bench need: the first column of the list.
+DEBIAN_PACKAGES := lab/debian-packages.txt
+DEBS := $(shell awk '$$1 !~ /^\#/ && NF && !seen[$$1]++ {print $$1}' $(DEBIAN_PACKAGES))
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The demo's Route53 is a local moto_server, reached the standard boto3 way.
 ROUTE53 ?= 127.0.9.1:5300
@@ -16,18 +17,22 @@ LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georela
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system demo demo-down drill lint test bench clean
+.PHONY: setup system debian-packages demo demo-down drill lint test bench clean
 
 setup: system $(VENV)/.installed
 
 system:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	$(PY) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	@missing=""; for p in $(DEBS); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$p 2>/dev/null)" = installed ] || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
-	  echo "Installing Debian packages:$$missing"; \
+	  echo "Installing Debian packages ($(DEBIAN_PACKAGES)):$$missing"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+debian-packages:
+	@echo $(DEBS)
 
 $(VENV)/.installed: pyproject.toml agent/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -70,9 +75,6 @@ test: setup lint
 # Side by side on this machine: georelay's HAProxy, an nginx relay, the seed config, direct.
 # Writes docs/bench/latest.md; run it on a quiet machine (it takes about 10 minutes).
 bench: setup
-	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 	@mkdir -p docs/bench
 	$(SUDO) $(BIN)/python -m georelay_lab.bench --duration $${BENCH_SECONDS:-10} --reps $${BENCH_REPS:-3} \
 	  --json docs/bench/latest.json | tee docs/bench/latest.log

@@ -2,21 +2,45 @@
 
 from __future__ import annotations
 
-import shutil
+import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+import support
+from georelay_lab import programs
 from support import SERVICES, LabFleet, running_fleet
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    missing = [tool for tool in ("haproxy", "curl") if not shutil.which(tool) and not
-               Path(f"/usr/sbin/{tool}").exists()]
+    """Every program of lab/debian-packages.txt is installed, and from now on no test can start
+    a system program the list does not declare (support.audit_programs)."""
+    missing = programs.missing()
     if missing:
-        raise pytest.UsageError(f"missing {', '.join(missing)}: run the tests with `make test`, "
-                                "which installs what they need")
+        names = ", ".join(f"{e.program} (Debian package {e.package})" for e in missing)
+        raise pytest.UsageError(f"missing {names}: run the tests with `make test`, which "
+                                f"installs every package of {programs.LIST} first (`make "
+                                "system` installs them alone)")
+    sys.addaudithook(support.audit_programs)
+
+
+@pytest.fixture(autouse=True)
+def _declared_programs_only() -> Iterator[None]:
+    """Fail the test during which an undeclared system program was started, also when the
+    refusal was swallowed (a background thread, a broad except)."""
+    seen = len(support.UNDECLARED)
+    yield
+    started = support.UNDECLARED[seen:]
+    if started:
+        pytest.fail("\n".join(started), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Also fails the run when an undeclared program was started outside any test (a
+    module fixture's teardown)."""
+    if support.UNDECLARED and exitstatus == pytest.ExitCode.OK:
+        print("\n".join(["", *support.UNDECLARED]), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="module")

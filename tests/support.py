@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
-from georelay_lab import client, nginx_gateway
+from georelay_lab import client, nginx_gateway, programs
 from georelay_lab.fleet_lab import FleetLab
 from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.haproxy_cli import cli
@@ -34,11 +35,23 @@ BIN = Path(sys.executable).parent
 NETS_DIR = Path("/tmp/georelay-test-nets")
 
 
+def claimable_nets() -> tuple[int, int]:
+    """The third octets of the loopback /24s this run may claim: 30-229, or
+    GEORELAY_TEST_NETS=first-last. The fresh-machine stage (ci/fresh-machine/) gives its
+    Debian root 230-254: the root has its own /tmp and process ids, so its claims and the
+    claims of a suite running on the machine itself could not see each other."""
+    spec = os.environ.get("GEORELAY_TEST_NETS", "30-229")
+    first, _, last = spec.partition("-")
+    return int(first), int(last or first)
+
+
 def claim_net() -> int:
     """A loopback /24 no other live test process holds (several pytest runs may share a
     machine; HAProxy binds with SO_REUSEPORT, so a shared address would split traffic)."""
     NETS_DIR.mkdir(exist_ok=True)
-    for net in itertools.chain(range(30 + os.getpid() % 200, 230), range(30, 230)):
+    first, last = claimable_nets()
+    start = first + os.getpid() % (last - first + 1)
+    for net in itertools.chain(range(start, last + 1), range(first, last + 1)):
         claim = NETS_DIR / str(net)
         try:
             claim.mkdir()
@@ -75,6 +88,54 @@ def run(cmd: list[str], *, timeout: float = 300, check: bool = False,
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def require_program(name: str) -> str:
+    """The executable of external program `name`, which lab/debian-packages.txt must declare.
+    Fails the test, never skips it, when the list does not declare it or its package is not
+    installed: a test that needs a program says so, and `make system` installs it."""
+    try:
+        return programs.path(name)
+    except programs.ProgramError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+# Programs started from a system directory that lab/debian-packages.txt does not declare,
+# one message each; tests/conftest.py fails the test during which one was started.
+UNDECLARED: list[str] = []
+_STARTS = {"subprocess.Popen", "os.posix_spawn", "os.exec", "os.system"}
+
+
+def _started_program(event: str, args: tuple[Any, ...]) -> tuple[str, str | None]:
+    """(what was started, its executable's path or None) of a process-starting audit event."""
+    if event == "os.system":
+        words = os.fsdecode(args[0]).split()
+        name, env = (words[0] if words else ""), None
+    elif event == "subprocess.Popen":
+        name, env = os.fsdecode(args[0]), args[3]
+    else:  # os.posix_spawn, os.exec: (path, argv, env)
+        name, env = os.fsdecode(args[0]), args[2]
+    if "/" in name:
+        return name, name
+    return name, shutil.which(name, path=os.pathsep.join(os.get_exec_path(env)))
+
+
+def audit_programs(event: str, args: tuple[Any, ...]) -> None:
+    """sys.addaudithook: refuse to start a program from a system directory (/usr/bin,
+    /usr/sbin, /bin, ...) that lab/debian-packages.txt does not declare. Programs of the
+    virtualenv and those a fleet installs below its own root are the project's own."""
+    if event not in _STARTS:
+        return
+    name, executable = _started_program(event, args)
+    if executable is None or not programs.is_system_program(executable):
+        return
+    program = os.path.basename(executable)
+    if program in programs.declared():
+        return
+    message = (f"{name}: started by a test but not declared in {programs.LIST}; add its "
+               "Debian package there (one line: package, program, check command)")
+    UNDECLARED.append(message)
+    raise programs.ProgramError(message)
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

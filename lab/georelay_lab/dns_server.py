@@ -13,7 +13,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import signal
 import socket
 import struct
@@ -21,16 +20,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from georelay_lab import processes
-
-DNSMASQ_PATHS = ("/usr/sbin/dnsmasq", "/usr/bin/dnsmasq")
+from georelay_lab import processes, programs
 
 
-def dnsmasq_binary() -> str | None:
-    found = shutil.which("dnsmasq")
-    if found:
-        return found
-    return next((p for p in DNSMASQ_PATHS if os.access(p, os.X_OK)), None)
+def dnsmasq_binary() -> str:
+    """dnsmasq's executable; ProgramError naming the package when it is not installed."""
+    return programs.path("dnsmasq")
 
 
 @dataclass
@@ -69,8 +64,6 @@ class DnsServer:
 
     def command(self) -> list[str]:
         binary = dnsmasq_binary()
-        if binary is None:
-            raise RuntimeError("dnsmasq is not installed (Debian: apt-get install dnsmasq-base)")
         user = pwd.getpwuid(os.getuid()).pw_name
         group = grp.getgrgid(os.getgid()).gr_name
         return [binary, "--keep-in-foreground", "--pid-file=", "--conf-file=/dev/null",

@@ -27,11 +27,10 @@ and stopped by :mod:`georelay_lab.processes` through the same pid file as the Py
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-from georelay_lab import processes
+from georelay_lab import processes, programs
 
 KIND = "nginx"
 FORBIDDEN = '{"message":"Forbidden"}'
@@ -40,8 +39,9 @@ TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
 def binary() -> str:
-    """The nginx executable (Debian installs it in /usr/sbin, often not on a user's PATH)."""
-    return shutil.which("nginx") or "/usr/sbin/nginx"
+    """The nginx executable (Debian installs it in /usr/sbin, often not on a user's PATH);
+    ProgramError naming the package when it is not installed."""
+    return programs.path("nginx")
 
 
 def _echo_headers(region: str) -> str:
@@ -139,16 +139,17 @@ def start(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: P
     The pid file is the one :func:`georelay_lab.processes.stop` reads (nginx writes the
     same pid there itself, and removes the file when it exits); its error log is log_file.
     """
-    if not Path(binary()).exists():
-        raise SystemExit("georelay-lab: nginx not found; install Debian's nginx-light "
-                         "(`make setup` does)")
+    try:
+        executable = binary()
+    except programs.ProgramError as exc:
+        raise SystemExit(f"georelay-lab: {exc}") from None
     for name in TEMP_PATHS:
         (run_dir / "tmp" / name).mkdir(parents=True, exist_ok=True)
     conf = run_dir / "nginx.conf"
     conf.write_text(config(run_dir=run_dir, listen=listen, region=region, domains=domains,
                            pem=pem, pid_file=pid_file, access_log=access_log(pid_file),
                            keepalive_requests=keepalive_requests))
-    base = [binary(), "-p", str(run_dir), "-e", "stderr", "-c", str(conf)]
+    base = [executable, "-p", str(run_dir), "-e", "stderr", "-c", str(conf)]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         checked = subprocess.run([*base, "-t", "-q"], stdin=subprocess.DEVNULL, stdout=log,
