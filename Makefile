@@ -17,7 +17,7 @@ LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georela
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system debian-packages demo demo-down drill lint test bench clean
+.PHONY: setup system debian-packages demo demo-down drill lint test test-fresh bench clean
 
 setup: system $(VENV)/.installed
 
@@ -69,8 +69,16 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production
 
+# Lint, every test, then the fresh-machine stage.
 test: setup lint
 	$(BIN)/pytest
+	@$(MAKE) --no-print-directory test-fresh
+
+# In a freshly made Debian 12 root (debootstrap, cached in /var/cache/georelay-lab/): git clone
+# this checkout, make demo, make demo-down, run every program of lab/debian-packages.txt and a
+# few tests that use them. A missing install step fails it (ci/fresh-machine/run.sh, root).
+test-fresh: system
+	$(SUDO) ci/fresh-machine/run.sh
 
 # Side by side on this machine: georelay's HAProxy, an nginx relay, the seed config, direct.
 # Writes docs/bench/latest.md; run it on a quiet machine (it takes about 10 minutes).
