@@ -1,15 +1,17 @@
 """Rolling deploys on real hosts: one proxy at a time, and the first failure stops the rollout.
 
-Three lab hosts in inventory order e1, e2 (us-east-1), w1 (us-west-2). Each test makes a change
-that fails on e2 only, in a way that happens on real fleets: a reload that ``haproxy -c``
-cannot foresee (the new port is taken on that host), an unreachable host, a changed SSH host
-key, a user without sudo. Each shows that e1 got the change and serves, that e2 names its
-cause, that w1 (after it) was not touched, and that every proxy still serves.
+Three lab hosts, e1 and e2 in us-east-1, w1 in us-west-2; the playbook rolls out to the first
+proxy of every region, then the second: e1, w1, e2. Each test makes a change that fails on
+w1 only, in a way that happens on real fleets: a reload that ``haproxy -c`` cannot foresee
+(the new port is taken on that host), an unreachable host, a changed SSH host key, a user
+without sudo. Each shows that e1 got the change and serves, that w1 names its cause, that e2
+(after it) was not touched, and that every proxy still serves.
 """
 
 from __future__ import annotations
 
 import http.client
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,7 @@ from support import SERVICES
 pytestmark = pytest.mark.slow
 
 REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1"]}
+DONE, FAILING, AFTER = "e1", "w1", "e2"  # the rollout order
 CONFIG = "/etc/haproxy/haproxy.cfg"
 
 
@@ -38,7 +41,7 @@ def clean(fleet: HostFleet) -> Iterator[HostFleet]:
     yield fleet
     fleet.host_vars = {}
     fleet.all_vars = {}
-    fleet.sudo("e2", "systemctl stop georelay-test-squatter 2>/dev/null; true")
+    fleet.sudo(FAILING, "systemctl stop georelay-test-squatter 2>/dev/null; true")
     fleet.write()
     play(fleet).ok()
 
@@ -51,14 +54,17 @@ def shas(fleet: HostFleet) -> dict[str, str]:
     return {p: fleet.file_sha(p, CONFIG) for p in fleet.proxy_names()}
 
 
-def assert_stopped_at_e2(fleet: HostFleet, run: Played, before: dict[str, str],
-                         *causes: str) -> None:
+def assert_stopped_at_the_failing_host(fleet: HostFleet, run: Played,
+                                       before: dict[str, str], *causes: str) -> None:
     assert run.rc != 0, run.tail()
-    assert "e2" in run.text and any(c in run.text for c in causes), run.tail()
-    # The rollout stopped at e2: w1 never started.
-    assert "w1" not in run.recap, run.recap
-    assert fleet.file_sha("w1", CONFIG) == before["w1"]
-    assert fleet.file_sha("e1", CONFIG) != before["e1"]  # done before e2 failed
+    assert f"batch: {DONE}" in run.text and f"batch: {AFTER}" in run.text, run.tail()
+    assert FAILING in run.text and any(c in run.text for c in causes), run.tail()
+    # The rollout stopped at the failing host: the one after it never started.
+    deploying = run.stdout.split("TASK [haproxy :", 1)[-1]
+    assert not re.search(rf"^(ok|changed|fatal|skipping): \[{AFTER}\]", deploying, re.M), \
+        run.tail()
+    assert fleet.file_sha(AFTER, CONFIG) == before[AFTER]
+    assert fleet.file_sha(DONE, CONFIG) != before[DONE]  # done before the failure
     for proxy in fleet.proxy_names():
         assert serves(fleet, proxy) == 200, proxy
 
@@ -66,22 +72,23 @@ def assert_stopped_at_e2(fleet: HostFleet, run: Played, before: dict[str, str],
 def test_a_reload_that_fails_on_one_host_stops_the_rollout(clean: HostFleet) -> None:
     fleet = clean
     before = shas(fleet)
-    failed_before = fleet.failed_reloads("e2")
-    # On e2 something else already listens on the port the change moves HAProxy to: the
+    failed_before = fleet.failed_reloads(FAILING)
+    # On w1 something else already listens on the port the change moves HAProxy to: the
     # config is valid (haproxy -c passes), only binding it fails.
-    fleet.sudo("e2", "systemd-run --unit=georelay-test-squatter python3 -m http.server 8081")
-    fleet.ssh("e2", "for i in $(seq 50); do ss -ltn | grep -q ':8081 ' && exit 0; sleep 0.1; "
+    fleet.sudo(FAILING, "systemd-run --unit=georelay-test-squatter python3 -m http.server 8081")
+    fleet.ssh(FAILING, "for i in $(seq 50); do ss -ltn | grep -q ':8081 ' && exit 0; sleep 0.1; "
                     "done; exit 1")
     fleet.write(haproxy_http_port=8081)
     run = play(fleet)
-    assert_stopped_at_e2(fleet, run, before, "Address already in use", "cannot bind")
+    assert_stopped_at_the_failing_host(fleet, run, before, "Address already in use",
+                                       "cannot bind")
     assert "old workers" in run.text or "previous workers" in run.text, run.tail()
-    assert fleet.failed_reloads("e2") == failed_before + 1
+    assert fleet.failed_reloads(FAILING) == failed_before + 1
     # docs/runbooks/reload-failed.md's systemd block shows on-call what HAProxy said.
-    (journal,) = run_systemd_blocks(fleet, "e2", "reload-failed.md", "Diagnosis")
+    (journal,) = run_systemd_blocks(fleet, FAILING, "reload-failed.md", "Diagnosis")
     assert "8081" in journal, journal[-2000:]
-    # e2's old workers still answer on the old port; e1 moved to the new one.
-    for proxy, port in (("e2", 80), ("e1", 8081), ("w1", 80)):
+    # The failing host's old workers still answer on the old port; e1 moved to the new one.
+    for proxy, port in ((FAILING, 80), (DONE, 8081), (AFTER, 80)):
         conn = http.client.HTTPConnection(fleet.address(proxy), port, timeout=5)
         conn.request("GET", "/", headers={"Host": "fast.example.com"})
         assert conn.getresponse().status == 308, (proxy, port)
@@ -92,13 +99,14 @@ def break_connection(fleet: HostFleet, how: str) -> dict[str, Any]:
     if how == "unreachable":
         return {"ansible_host": fleet.hostlab.address_of(90)}  # nothing there
     if how == "host key":
-        # e2's address with w1's host key: what a changed (or spoofed) host looks like.
+        # The failing host's address with another host's key: what a changed (or spoofed)
+        # host looks like.
         lines = fleet.hostlab.known_hosts.read_text().splitlines()
-        w1 = next(line for line in lines if line.startswith(fleet.address("w1") + " "))
+        other = next(line for line in lines if line.startswith(fleet.address(AFTER) + " "))
         wrong = fleet.base / "known_hosts_wrong"
         wrong.write_text("".join(
-            line + "\n" for line in lines if not line.startswith(fleet.address("e2") + " "))
-            + f"{fleet.address('e2')} {w1.split(' ', 1)[1]}\n")
+            line + "\n" for line in lines if not line.startswith(fleet.address(FAILING) + " "))
+            + f"{fleet.address(FAILING)} {other.split(' ', 1)[1]}\n")
         args = fleet.hostlab.ansible_vars()["ansible_ssh_common_args"]
         return {"ansible_ssh_common_args": args.replace(str(fleet.hostlab.known_hosts),
                                                         str(wrong))}
@@ -118,9 +126,9 @@ CAUSES = {
 def test_a_host_ansible_cannot_use_stops_the_rollout(clean: HostFleet, how: str) -> None:
     fleet = clean
     before = shas(fleet)
-    fleet.host_vars = {"e2": break_connection(fleet, how)}
+    fleet.host_vars = {FAILING: break_connection(fleet, how)}
     fleet.write(haproxy_timeout_client="31s")  # the change being rolled out
     run = play(fleet)
-    assert_stopped_at_e2(fleet, run, before, *CAUSES[how])
-    assert "timeout client 31s" in fleet.sudo("e1", f"cat {CONFIG}")
-    assert fleet.file_sha("e2", CONFIG) == before["e2"]  # not reached at all
+    assert_stopped_at_the_failing_host(fleet, run, before, *CAUSES[how])
+    assert "timeout client 31s" in fleet.sudo(DONE, f"cat {CONFIG}")
+    assert fleet.file_sha(FAILING, CONFIG) == before[FAILING]  # not reached at all
