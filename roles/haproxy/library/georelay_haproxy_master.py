@@ -9,9 +9,13 @@ short_description: Start, reload and prove an HAProxy master-worker process
 description:
   - In process mode, starts C(haproxy -W -S master.sock) detached, its output appended to a
     log file, and reloads it hitlessly through the master socket's C(reload) command.
-  - In systemd mode, reloads with C(systemctl reload) instead.
+  - In systemd mode, reloads with C(systemctl reload) instead (Debian's unit runs
+    C(haproxy -c) on the config, then signals the master).
   - Either way, a reload only counts once the master socket shows a new worker and no
-    failed reload; otherwise the task fails and the old workers keep serving.
+    failed reload; otherwise the task fails with the reason (the unit's journal lines in
+    systemd mode, the log file in process mode) and the old workers keep serving.
+  - In check mode nothing is started or reloaded; a master that is not running yet (a host
+    being set up) is reported as would start.
 options:
   state:
     description: started (start when not running), reloaded (start or reload), stopped.
@@ -44,7 +48,8 @@ options:
     required: true
     type: path
   log_file:
-    description: where the process-mode master's output (traffic log) goes.
+    description: where the process-mode master's output (traffic log) goes; in systemd
+      mode its output is in the unit's journal instead.
     required: true
     type: path
   admin_socket:
@@ -132,6 +137,40 @@ def log_tail(path, lines=25):
         return f"(no log at {path})"
 
 
+def journal_tail(module, service, since=None, lines=20):
+    """The unit's last journal lines (since an epoch time when given)."""
+    cmd = ["journalctl", "--no-pager", "--quiet", "-o", "short-iso", "-u", service,
+           "-n", str(lines)]
+    if since is not None:
+        cmd.append(f"--since=@{int(since) - 1}")
+    rc, out, err = module.run_command(cmd)
+    return out.rstrip() if rc == 0 and out.strip() else f"(no journal lines: {err.strip()})"
+
+
+def reasons(text):
+    """The lines of HAProxy's output that say why it refused (its ALERT lines first)."""
+    lines = text.splitlines()
+    picked = [ln for ln in lines if "[ALERT]" in ln] or \
+        [ln for ln in lines if re.search(r"\[(WARNING|NOTICE)\]|error|fail", ln, re.I)]
+    return "\n".join(picked[-8:])
+
+
+def output_of(module, p, since=None):
+    """What the master said: its unit's journal (systemd) or its log file (process)."""
+    if p["manager"] == "systemd":
+        return journal_tail(module, p["service"], since)
+    return log_tail(p["log_file"])
+
+
+def fail_reload(module, p, msg, since, **extra):
+    log = output_of(module, p, since)
+    why = reasons(log)
+    where = (f"journalctl -u {p['service']}" if p["manager"] == "systemd"
+             else p["log_file"])
+    module.fail_json(msg=msg + (f"\n{where} says:\n{why}" if why else f"; see {where}"),
+                     log=log, **extra)
+
+
 def wait_for(predicate, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -186,10 +225,19 @@ def save_server_state(p):
 
 def reload(module, p, before):
     save_server_state(p)
+    since = time.time()
     if p["manager"] == "systemd":
-        rc, out, err = module.run_command(["systemctl", "reload", p["service"]])
+        # Debian's ExecReload: `haproxy -c` on the config, then SIGUSR2 to the master. A
+        # config that fails the check is never signalled: the old workers keep serving.
+        rc, _out, err = module.run_command(["systemctl", "reload", p["service"]])
         if rc != 0:
-            module.fail_json(msg=f"systemctl reload {p['service']} failed: {err or out}")
+            # The unit's check runs quietly (-q): ask haproxy -c again for its reasons.
+            crc, cout, cerr = module.run_command([p["binary"], "-c", "-f", p["config"]])
+            msg = (f"systemctl reload {p['service']} failed (exit {rc}); the previous "
+                   "workers keep serving")
+            if crc != 0:
+                msg += f"\nhaproxy -c -f {p['config']} says:\n{reasons(cout + cerr)}"
+            fail_reload(module, p, msg, since, rc=rc, stderr=err.strip())
     elif master_cli(p["master_socket"], "reload") is None:
         module.fail_json(msg=f"the master socket {p['master_socket']} did not take the reload")
 
@@ -201,12 +249,12 @@ def reload(module, p, before):
 
     state = wait_for(settled, p["timeout"])
     if state is None:
-        module.fail_json(msg=f"haproxy did not finish reloading within {p['timeout']}s",
-                         log=log_tail(p["log_file"]))
+        fail_reload(module, p, f"haproxy did not finish reloading within {p['timeout']}s "
+                    "(no new workers on the master socket)", since)
     if state[2] > before[2]:
-        module.fail_json(msg=f"haproxy rejected the new configuration (failed reloads: "
-                         f"{state[2]}); the previous workers keep serving",
-                         log=log_tail(p["log_file"]))
+        fail_reload(module, p, f"haproxy rejected the new configuration (failed reloads: "
+                    f"{state[2]}); the previous workers keep serving", since,
+                    failed_reloads=state[2])
     return state
 
 
@@ -246,12 +294,13 @@ def main():
                 stop(p, state)
         module.exit_json(changed=changed, workers=[], reloads=0)
     if state is None:
+        if module.check_mode:  # e.g. a host being set up: its haproxy is not installed yet
+            module.exit_json(changed=True, workers=[], reloads=0,
+                             msg="haproxy is not running yet: a normal run would start it")
         if p["manager"] == "systemd":
-            module.fail_json(msg=f"haproxy (systemd unit {p['service']}) is not answering "
-                             f"on {p['master_socket']}")
+            fail_reload(module, p, f"haproxy (systemd unit {p['service']}) is not answering "
+                        f"on {p['master_socket']}", None)
         changed = True
-        if module.check_mode:
-            module.exit_json(changed=True, workers=[], reloads=0)
         state = start(module, p)
     elif p["state"] == "reloaded":
         changed = True
