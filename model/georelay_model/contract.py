@@ -86,6 +86,9 @@ VARS: tuple[Var, ...] = (
         "cron directory (below georelay_root when that is not /)"),
     Var("georelay_agent_cron_every_minutes", "all", 1, "minutes between cron checks"),
     Var("georelay_lab_dir", "all", None, "lab only: where the demo keeps certificates and roots"),
+    # Read by playbooks/proxies.yml, given with -e (serial cannot read inventory variables).
+    Var("georelay_rollout_batch", "all", 1,
+        "playbooks/proxies.yml: proxies deployed at once in a rolling deploy (-e)"),
     # Read by georelay-dns (dns/georelay_dns/settings.py validates them; docs/DNS.md).
     Var("georelay_dns_mode", "all", "proxy",
         "proxy (latency -> weighted proxies) or direct (latency -> API Gateway regional)"),

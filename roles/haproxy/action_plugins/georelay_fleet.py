@@ -48,10 +48,14 @@ class ActionModule(ActionBase):
             if "aws_region" not in hv:
                 continue
             # Values are templated with that host's own variables; unknown georelay_*
-            # names are kept (as None) so the model can point out misspellings.
+            # names are kept (as None) so the model can point out misspellings. Names a
+            # play gave the host (registered results, facts) are not the inventory's: in a
+            # rolling deploy the proxies of earlier batches carry them.
+            runtime = _runtime_names(hostvars, host) - wanted
             inventory[host] = {name: (hv[name] if name in wanted else None)
                                for name in hv if name in wanted or
-                               name.startswith(("georelay_", "haproxy_"))}
+                               (name.startswith(("georelay_", "haproxy_"))
+                                and name not in runtime)}
         host = task_vars["inventory_hostname"]
         try:
             fleet = fleet_from_hostvars(inventory, rendered=True)
@@ -73,3 +77,19 @@ class ActionModule(ActionBase):
                       msg=f"{host}: {len(fleet.services)} service(s), region {facts['region']}, "
                           f"{len(fleet.proxies)} proxies in the fleet")
         return result
+
+
+def _runtime_names(hostvars: Any, host: str) -> set[str]:
+    """Variables of a host that come from the play, not the inventory: registered results,
+    set_fact and module facts (Ansible keeps them in its fact caches)."""
+    manager = getattr(hostvars, "_variable_manager", None)
+    names: set[str] = set()
+    for cache in (getattr(manager, "_nonpersistent_fact_cache", None),
+                  getattr(manager, "_fact_cache", None)):
+        if cache is None:
+            continue
+        try:
+            names.update(cache.get(host) or {})
+        except (KeyError, TypeError):
+            continue
+    return names
