@@ -31,5 +31,5 @@ step "every program of lab/debian-packages.txt is installed and runs"
 
 step "tests"
 # shellcheck disable=SC2086  # one test id per word
-.venv/bin/pytest -p no:cacheprovider -q ${FRESH_TESTS:-$DEFAULT_TESTS}
+.venv/bin/pytest -p no:cacheprovider -q --durations=5 ${FRESH_TESTS:-$DEFAULT_TESTS}
 step "done"
