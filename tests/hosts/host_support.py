@@ -235,7 +235,8 @@ def host_state(fleet: HostFleet, proxy: str) -> str:
     return fleet.sudo(proxy, "dpkg-query -W -f '${Package} ${Version} ${Status}\\n' | sort; "
                              "ls -la /etc/haproxy /etc/georelay-agent /opt /etc/cron.d "
                              "/etc/default /etc/systemd/system 2>&1; getent passwd | sort; "
-                             "systemctl list-unit-files --no-legend | sort")
+                             "systemctl list-unit-files --no-legend | grep -v ' transient ' "
+                             "| sort")
 
 
 def dump(obj: Any) -> str:

@@ -28,6 +28,8 @@ from traffic import Traffic
 pytestmark = pytest.mark.slow
 
 REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1"]}
+# The rollout one proxy at a time is tests/hosts/test_rollout.py's; here every proxy at once.
+ALL_AT_ONCE = ("-e", "georelay_rollout_batch=3")
 
 
 @dataclass
@@ -45,10 +47,10 @@ def deployed() -> Iterator[Deployed]:
     with host_fleet(regions=REGIONS, services=[dict(s) for s in SERVICES]) as fleet:
         names = fleet.proxy_names()
         fresh = {p: host_state(fleet, p) for p in names}
-        check = play(fleet, "--check", "--diff")
+        check = play(fleet, "--check", "--diff", *ALL_AT_ONCE)
         after_check = {p: host_state(fleet, p) for p in names}
         start = time.monotonic()
-        first = play(fleet)
+        first = play(fleet, *ALL_AT_ONCE)
         first_s = time.monotonic() - start
         assert first.rc == 0, first.tail()
         for proxy in names:
@@ -133,10 +135,10 @@ def test_gateway_with_a_bad_certificate_is_refused(deployed: Deployed) -> None:
 
 def test_second_run_changes_nothing_and_check_diff_too(deployed: Deployed) -> None:
     fleet = deployed.fleet
-    again = play(fleet).ok()
+    again = play(fleet, *ALL_AT_ONCE).ok()
     assert set(again.changed().values()) == {0}, again.recap
     before = {p: host_state(fleet, p) for p in fleet.proxy_names()}
-    check = play(fleet, "--check", "--diff").ok()
+    check = play(fleet, "--check", "--diff", *ALL_AT_ONCE).ok()
     assert set(check.changed().values()) == {0}, check.recap
     assert {p: host_state(fleet, p) for p in fleet.proxy_names()} == before
 

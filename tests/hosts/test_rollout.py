@@ -24,13 +24,14 @@ pytestmark = pytest.mark.slow
 
 REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1"]}
 DONE, FAILING, AFTER = "e1", "w1", "e2"  # the rollout order
+ALL_AT_ONCE = ("-e", "georelay_rollout_batch=3")  # set-up and clean-up only
 CONFIG = "/etc/haproxy/haproxy.cfg"
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[HostFleet]:
     with host_fleet(regions=REGIONS, services=[dict(SERVICES[0])]) as fleet:
-        first = play(fleet).ok()
+        first = play(fleet, *ALL_AT_ONCE).ok()
         assert set(first.changed()) == set(fleet.proxy_names()), first.recap
         yield fleet
 
@@ -43,7 +44,7 @@ def clean(fleet: HostFleet) -> Iterator[HostFleet]:
     fleet.all_vars = {}
     fleet.sudo(FAILING, "systemctl stop georelay-test-squatter 2>/dev/null; true")
     fleet.write()
-    play(fleet).ok()
+    play(fleet, *ALL_AT_ONCE).ok()
 
 
 def serves(fleet: HostFleet, proxy: str) -> int:
