@@ -97,7 +97,8 @@ def test_relay_rewrites_host_and_sni_for_every_service(deployed: Deployed) -> No
 def test_unknown_host_gets_404_and_http_gets_308(deployed: Deployed) -> None:
     fleet = deployed.fleet
     for proxy in fleet.proxy_names():
-        assert fleet.fetch(proxy, "nobody.example.com", "/").status == 404
+        reply = fleet.fetch(proxy, "fast.example.com", "/", headers={"Host": "nobody.example.com"})
+        assert reply.status == 404, reply
         conn = http.client.HTTPConnection(fleet.address(proxy), fleet.http_port, timeout=5)
         conn.request("GET", "/x?y=1", headers={"Host": "fast.example.com"})
         resp = conn.getresponse()
