@@ -70,7 +70,8 @@ VARS: tuple[Var, ...] = (
     Var("georelay_agent_probe_interval", "all", 0, "seconds between probes; 0: every observation"),
     Var("georelay_agent_probe_timeout", "all", 2.0, "seconds a probe may take"),
     Var("georelay_agent_probe_ca_file", "all", "",
-        "host CA file verifying the public certificate; empty: system store (lab: lab CA)"),
+        "control-node CA file verifying the public certificate, copied to the host; "
+        "empty: the host's system store (lab: lab CA)"),
     Var("georelay_agent_ok_body", "all", "georelay-healthy",
         "/healthz body when healthy (set georelay_dns_health_search to it)"),
     Var("georelay_agent_api_connect_timeout", "all", 0.5, "Runtime API connect timeout (s)"),
