@@ -55,6 +55,7 @@ class HostFleet(AgentFleet):
     http_port: int = 80
     net: int = 0  # no loopback /24: the hosts have addresses of their own
     hostlab: HostLab = field(default_factory=lambda: HostLab(LAB, SUBNET))
+    connection_sets: int = 0
 
     def address(self, proxy: str) -> str:
         return self.hostlab.address_of(self.proxy_names().index(proxy))
@@ -128,11 +129,24 @@ class HostFleet(AgentFleet):
         return self.sudo(proxy, f"python3 -c {shlex.quote(SOCKET_SCRIPT)} "
                                 f"{shlex.quote(socket_path)} {shlex.quote(command)}")
 
+    def ssh_env(self, fresh_connections: bool = False) -> dict[str, str]:
+        """Ansible's SSH connections of this fleet's plays: kept alive in a directory of the
+        fleet (a later fleet's host at the same address is another host), or new ones (a
+        kept-alive connection never checks the host key again)."""
+        self.connection_sets += 1
+        name = f"cp{self.connection_sets}" if fresh_connections else "cp"
+        return {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.base / name)}
+
+    def play(self, *args: str, playbook: str = "playbooks/proxies.yml", timeout: float = 600,
+             fresh_connections: bool = False) -> subprocess.CompletedProcess[str]:
+        return run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), playbook, *args],
+                   timeout=timeout, env=self.ssh_env(fresh_connections))
+
     def run_module(self, proxy: str, module: str, args: str) -> subprocess.CompletedProcess[str]:
         """One of the roles' own modules on the host, over SSH with become (ansible ad hoc)."""
         return run([str(BIN / "ansible"), proxy, "-i", str(self.inventory), "-b",
                     "-M", str(REPO / "roles/haproxy/library"), "-m", module, "-a", args],
-                   timeout=120)
+                   timeout=120, env=self.ssh_env())
 
     def show_proc(self, proxy: str) -> str:
         return self.socket_cli(proxy, "/run/haproxy-master.sock", "show proc")
@@ -213,8 +227,9 @@ class Played:
 
 
 def play(fleet: HostFleet, *args: str, playbook: str = "playbooks/proxies.yml",
-         timeout: float = 600) -> Played:
-    proc = fleet.play(*args, playbook=playbook, timeout=timeout)
+         timeout: float = 600, fresh_connections: bool = False) -> Played:
+    proc = fleet.play(*args, playbook=playbook, timeout=timeout,
+                      fresh_connections=fresh_connections)
     return Played(proc.returncode, proc.stdout, proc.stderr)
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1"]}
 DONE, FAILING, AFTER = "e1", "w1", "e2"  # the rollout order
-ALL_AT_ONCE = ("-e", "georelay_rollout_batch=3")  # set-up and clean-up only
+ALL_AT_ONCE = ("-e", "georelay_rollout_batch=3")  # the set-up deploy only
 CONFIG = "/etc/haproxy/haproxy.cfg"
 
 
@@ -34,17 +34,6 @@ def fleet() -> Iterator[HostFleet]:
         first = play(fleet, *ALL_AT_ONCE).ok()
         assert set(first.changed()) == set(fleet.proxy_names()), first.recap
         yield fleet
-
-
-@pytest.fixture
-def clean(fleet: HostFleet) -> Iterator[HostFleet]:
-    """Each test starts from, and leaves, the fleet as deployed from the plain inventory."""
-    yield fleet
-    fleet.host_vars = {}
-    fleet.all_vars = {}
-    fleet.sudo(FAILING, "systemctl stop georelay-test-squatter 2>/dev/null; true")
-    fleet.write()
-    play(fleet, *ALL_AT_ONCE).ok()
 
 
 def serves(fleet: HostFleet, proxy: str) -> int:
@@ -68,32 +57,6 @@ def assert_stopped_at_the_failing_host(fleet: HostFleet, run: Played,
     assert fleet.file_sha(DONE, CONFIG) != before[DONE]  # done before the failure
     for proxy in fleet.proxy_names():
         assert serves(fleet, proxy) == 200, proxy
-
-
-def test_a_reload_that_fails_on_one_host_stops_the_rollout(clean: HostFleet) -> None:
-    fleet = clean
-    before = shas(fleet)
-    failed_before = fleet.failed_reloads(FAILING)
-    # On w1 something else already listens on the port the change moves HAProxy to: the
-    # config is valid (haproxy -c passes), only binding it fails.
-    fleet.sudo(FAILING, "systemd-run --unit=georelay-test-squatter python3 -m http.server 8081")
-    fleet.ssh(FAILING, "for i in $(seq 50); do ss -ltn | grep -q ':8081 ' && exit 0; sleep 0.1; "
-                    "done; exit 1")
-    fleet.write(haproxy_http_port=8081)
-    run = play(fleet)
-    assert_stopped_at_the_failing_host(fleet, run, before, "Address already in use",
-                                       "cannot bind")
-    assert "old workers" in run.text or "previous workers" in run.text, run.tail()
-    assert fleet.failed_reloads(FAILING) == failed_before + 1
-    # docs/runbooks/reload-failed.md's systemd block shows on-call what HAProxy said.
-    (journal,) = run_systemd_blocks(fleet, FAILING, "reload-failed.md", "Diagnosis")
-    assert "8081" in journal, journal[-2000:]
-    # The failing host's old workers still answer on the old port; e1 moved to the new one.
-    for proxy, port in ((FAILING, 80), (DONE, 8081), (AFTER, 80)):
-        conn = http.client.HTTPConnection(fleet.address(proxy), port, timeout=5)
-        conn.request("GET", "/", headers={"Host": "fast.example.com"})
-        assert conn.getresponse().status == 308, (proxy, port)
-        conn.close()
 
 
 def break_connection(fleet: HostFleet, how: str) -> dict[str, Any]:
@@ -123,13 +86,42 @@ CAUSES = {
 }
 
 
-@pytest.mark.parametrize("how", list(CAUSES))
-def test_a_host_ansible_cannot_use_stops_the_rollout(clean: HostFleet, how: str) -> None:
-    fleet = clean
+@pytest.mark.parametrize(("how", "timeout"), [(how, 31 + i) for i, how in enumerate(CAUSES)])
+def test_a_host_ansible_cannot_use_stops_the_rollout(fleet: HostFleet, how: str,
+                                                     timeout: int) -> None:
+    """Each case rolls out a change of its own (one more second of client timeout), so the
+    cases follow one another without a clean-up deploy in between."""
     before = shas(fleet)
     fleet.host_vars = {FAILING: break_connection(fleet, how)}
-    fleet.write(haproxy_timeout_client="31s")  # the change being rolled out
-    run = play(fleet)
+    fleet.write(haproxy_timeout_client=f"{timeout}s")  # the change being rolled out
+    run = play(fleet, fresh_connections=True)
     assert_stopped_at_the_failing_host(fleet, run, before, *CAUSES[how])
-    assert "timeout client 31s" in fleet.sudo(DONE, f"cat {CONFIG}")
+    assert f"timeout client {timeout}s" in fleet.sudo(DONE, f"cat {CONFIG}")
     assert fleet.file_sha(FAILING, CONFIG) == before[FAILING]  # not reached at all
+
+
+def test_a_reload_that_fails_on_one_host_stops_the_rollout(fleet: HostFleet) -> None:
+    """Last: it leaves the failing host with a new config on disk and its old workers."""
+    before = shas(fleet)
+    failed_before = fleet.failed_reloads(FAILING)
+    # On w1 something else already listens on the port the change moves HAProxy to: the
+    # config is valid (haproxy -c passes), only binding it fails.
+    fleet.sudo(FAILING, "systemd-run --unit=georelay-test-squatter python3 -m http.server 8081")
+    fleet.ssh(FAILING, "for i in $(seq 50); do ss -ltn | grep -q ':8081 ' && exit 0; sleep 0.1; "
+                    "done; exit 1")
+    fleet.host_vars = {}
+    fleet.write(haproxy_http_port=8081)
+    run = play(fleet)
+    assert_stopped_at_the_failing_host(fleet, run, before, "Address already in use",
+                                       "cannot bind")
+    assert "old workers" in run.text or "previous workers" in run.text, run.tail()
+    assert fleet.failed_reloads(FAILING) == failed_before + 1
+    # docs/runbooks/reload-failed.md's systemd block shows on-call what HAProxy said.
+    (journal,) = run_systemd_blocks(fleet, FAILING, "reload-failed.md", "Diagnosis")
+    assert "8081" in journal, journal[-2000:]
+    # The failing host's old workers still answer on the old port; e1 moved to the new one.
+    for proxy, port in ((FAILING, 80), (DONE, 8081), (AFTER, 80)):
+        conn = http.client.HTTPConnection(fleet.address(proxy), port, timeout=5)
+        conn.request("GET", "/", headers={"Host": "fast.example.com"})
+        assert conn.getresponse().status == 308, (proxy, port)
+        conn.close()
