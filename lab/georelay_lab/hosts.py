@@ -317,6 +317,7 @@ class HostLab:
                                    f"of the lab subnet {self.subnet}")
         if len({h.name for h in hosts}) != len(hosts):
             raise HostLabError("host names must be unique")
+        self._check_names_free([h.name for h in hosts])
         log: list[str] = []
         started = time.monotonic()
         base = ensure_base(log)
@@ -343,6 +344,29 @@ class HostLab:
         log.extend(f"  {h.name:<12} {h.address}  ssh -F {self.ssh_config} {h.name}"
                    for h in hosts)
         return log
+
+    def _check_names_free(self, names: Sequence[str]) -> None:
+        """systemd-nspawn names a host's link vb-<name> (15 characters at most): refuse a name
+        that a host of another running lab holds, or that truncates to the same link."""
+        def link(name: str) -> str:
+            return f"vb-{name}"[:15]
+
+        if STATE_ROOT.is_dir():
+            for other in sorted(STATE_ROOT.iterdir()):
+                if other.name == self.name:
+                    continue
+                for h in HostLab(other.name).hosts():
+                    clash = [n for n in names if link(n) == link(h.name)]
+                    if clash and processes.running(
+                            other / "hosts" / h.name / "supervisor.pid") is not None:
+                        raise HostLabError(
+                            f"host {clash[0]}: lab {other.name!r} runs a host named {h.name} "
+                            f"(network link {link(h.name)}): rename it, or take that lab "
+                            f"down first (georelay-lab hosts down --lab {other.name})")
+        links = [link(n) for n in names]
+        if len(set(links)) != len(links):
+            raise HostLabError("two host names share their first 12 characters: shorten them "
+                               "(systemd-nspawn's link names are vb-<name>, 15 characters)")
 
     def _check_subnet_free(self) -> None:
         """Refuse a subnet that another address of this machine already lies in."""
