@@ -17,7 +17,8 @@ LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georela
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system debian-packages demo demo-down drill lint test test-fresh bench clean
+.PHONY: setup system debian-packages demo demo-down demo-hosts demo-hosts-down drill lint test \
+	test-fresh bench clean
 
 setup: system $(VENV)/.installed
 
@@ -56,6 +57,36 @@ demo: setup
 	@echo "Route53: export $(LAB_AWS); $(BIN)/georelay-dns plan -i $(INVENTORY)"
 	@echo "Stop it: make demo-down"
 
+# The same demo fleet on real Debian 12 hosts (root): 4 systemd-nspawn hosts of the host lab
+# `demo` on a bridge of this machine, deployed over SSH as a sudo user, HAProxy under Debian's
+# haproxy.service, one proxy at a time; then the same evidence as make demo. Its lab state
+# (certificates, gateways, Route53 stand-in) is apart from make demo's, so both can run.
+HOSTS_INVENTORY ?= inventories/demo-hosts
+HOSTS_LAB ?= .lab-hosts
+HOSTS_ROUTE53 ?= 127.0.9.2:5300
+HOSTS_AWS := $(subst $(ROUTE53),$(HOSTS_ROUTE53),$(LAB_AWS))
+
+demo-hosts: setup
+	$(BIN)/georelay-lab hosts up -i $(HOSTS_INVENTORY) --lab demo
+	$(BIN)/georelay-lab up -i $(HOSTS_INVENTORY) --lab-dir $(HOSTS_LAB)
+	$(BIN)/georelay-lab route53 -i $(HOSTS_INVENTORY) --lab-dir $(HOSTS_LAB) --listen $(HOSTS_ROUTE53)
+	$(HOSTS_AWS) $(BIN)/ansible-playbook -i $(HOSTS_INVENTORY) playbooks/site.yml
+	@echo; echo "== A request through every proxy host, as the regional gateway received it =="
+	$(BIN)/georelay-lab show -i $(HOSTS_INVENTORY) --lab-dir $(HOSTS_LAB)
+	@echo; echo "== Each host's health agent: /healthz as Route53 asks it, and the check over SSH =="
+	$(BIN)/georelay-lab health -i $(HOSTS_INVENTORY) --lab-dir $(HOSTS_LAB) --hosts-lab demo
+	@echo; echo "== Route53 (stand-in): the live tree =="
+	$(HOSTS_AWS) $(BIN)/georelay-dns status -i $(HOSTS_INVENTORY)
+	@echo; echo "== What Route53 answers users near us-east-1 when use1-a dies =="
+	$(BIN)/georelay-dns simulate -i $(HOSTS_INVENTORY) --from us-east-1 --down use1-a --service fast.example.com
+	@echo; echo "On a host: ssh -F /var/lib/georelay-lab/demo/ssh_config use1-a 'systemctl status haproxy georelay-agent'"
+	@echo "Try it:  curl --cacert $(HOSTS_LAB)/certs/lab-ca.pem --resolve fast.example.com:443:10.213.0.11 https://fast.example.com/hello"
+	@echo "Stop it: make demo-hosts-down"
+
+demo-hosts-down:
+	@if [ -x $(BIN)/georelay-lab ]; then $(BIN)/georelay-lab down --lab-dir $(HOSTS_LAB); \
+	  $(BIN)/georelay-lab hosts down --lab demo; fi
+
 demo-down:
 	@if [ -x $(BIN)/georelay-lab ]; then $(BIN)/georelay-lab down --lab-dir $(LAB); fi
 
@@ -89,5 +120,5 @@ bench: setup
 	@sed -n '/^wrk -t1/,$$p' docs/bench/latest.log > docs/bench/latest.md
 	@echo "Results: docs/bench/latest.md"
 
-clean: demo-down
-	rm -rf $(LAB)
+clean: demo-down demo-hosts-down
+	rm -rf $(LAB) $(HOSTS_LAB)

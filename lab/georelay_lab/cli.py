@@ -64,7 +64,7 @@ def health(inventory: str, lab_dir: str, hosts_lab_name: str | None) -> None:
         hl = _host_lab(hosts_lab_name, hosts_lab.DEFAULT_SUBNET)
 
         def check(proxy: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-            return hl.ssh(proxy, shlex.join(argv), check=False)
+            return hl.ssh(proxy, "sudo -n " + shlex.join(argv), check=False)
 
     failures = 0
     for line, ok in lab.health(check):
