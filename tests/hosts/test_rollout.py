@@ -119,6 +119,11 @@ def test_a_reload_that_fails_on_one_host_stops_the_rollout(fleet: HostFleet) -> 
     # docs/runbooks/reload-failed.md's systemd block shows on-call what HAProxy said.
     (journal,) = run_systemd_blocks(fleet, FAILING, "reload-failed.md", "Diagnosis")
     assert "8081" in journal, journal[-2000:]
+    # The agent's check (what cron and monitoring run) counts the failed reload, as
+    # reload-failed.md's Diagnosis says, with systemd's own reload in between.
+    check = fleet.ssh(FAILING, "sudo georelay-agent check", check=False)
+    assert check.returncode == 1, check.stdout
+    assert re.search(rf"WARNING - {FAILING} .*reload", check.stdout), check.stdout
     # The failing host's old workers still answer on the old port; e1 moved to the new one.
     for proxy, port in ((FAILING, 80), (DONE, 8081), (AFTER, 80)):
         conn = http.client.HTTPConnection(fleet.address(proxy), port, timeout=5)
