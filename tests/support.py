@@ -146,6 +146,35 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return out
 
 
+@dataclass
+class Played:
+    """One ansible-playbook run: its exit code, output and PLAY RECAP."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        """The output with whitespace collapsed: the YAML callback wraps long messages."""
+        return " ".join((self.stdout + self.stderr).split())
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        return recap(self.stdout)
+
+    def ok(self) -> Played:
+        assert self.rc == 0, self.tail()
+        return self
+
+    def changed(self) -> dict[str, int]:
+        """changed= of each host, of a run that succeeded."""
+        return {host: counts["changed"] for host, counts in self.ok().recap.items()}
+
+    def tail(self) -> str:
+        return self.stdout[-6000:] + self.stderr[-3000:]
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -277,6 +306,10 @@ class LabFleet:
             **self.all_vars,
             **all_vars,
         }
+        self.write_inventory(children, group_vars)
+
+    def write_inventory(self, children: dict[str, Any], group_vars: dict[str, Any]) -> None:
+        """hosts.yml (the region groups) and group_vars/all.yml of the fleet's inventory."""
         (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
         (self.inventory / "hosts.yml").write_text(
             yaml.safe_dump({"all": {"children": children}}, sort_keys=False))

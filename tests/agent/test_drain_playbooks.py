@@ -8,31 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from agent_support import AgentFleet
-from support import recap
+from support import Played
 
 REASON = "kernel upgrade CHG-1234"
 WITH_REASON = ("-e", f"reason='{REASON}'")  # quoted: -e splits key=value words on spaces
-
-
-@dataclass
-class Played:
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def text(self) -> str:
-        """The output with whitespace collapsed: the YAML callback wraps long messages."""
-        return " ".join(self.stdout.split())
-
-    def changed(self) -> dict[str, int]:
-        assert self.rc == 0, self.stdout[-4000:] + self.stderr[-2000:]
-        return {host: counts["changed"] for host, counts in recap(self.stdout).items()}
 
 
 def play(fleet: AgentFleet, playbook: str, *args: str) -> Played:

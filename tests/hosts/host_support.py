@@ -19,12 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from agent_support import AGENT_VARS, AgentFleet
 from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.hosts import Host, HostLab
-from support import BIN, REPO, recap, run, short_dir
+from support import BIN, REPO, Played, run, short_dir
 
 LAB = "test"
 SUBNET = "10.213.1.0/24"
@@ -94,11 +92,7 @@ class HostFleet(AgentFleet):
             **self.all_vars,
             **all_vars,
         }
-        (self.inventory / "group_vars").mkdir(parents=True, exist_ok=True)
-        (self.inventory / "hosts.yml").write_text(
-            yaml.safe_dump({"all": {"children": children}}, sort_keys=False))
-        (self.inventory / "group_vars/all.yml").write_text(
-            yaml.safe_dump(group_vars, sort_keys=False))
+        self.write_inventory(children, group_vars)
 
     def up(self) -> None:
         """Fresh hosts (nothing of georelay on them), certificates, stand-in gateways."""
@@ -196,34 +190,6 @@ class HostFleet(AgentFleet):
                 return time.monotonic() - start
             time.sleep(0.3)
         raise AssertionError(f"{proxy} did not come back within {timeout} s of its reboot")
-
-
-@dataclass
-class Played:
-    """One ansible-playbook run: its exit code, output and PLAY RECAP."""
-
-    rc: int
-    stdout: str
-    stderr: str
-
-    @property
-    def text(self) -> str:
-        """The output with whitespace collapsed: the YAML callback wraps long messages."""
-        return " ".join((self.stdout + self.stderr).split())
-
-    @property
-    def recap(self) -> dict[str, dict[str, int]]:
-        return recap(self.stdout)
-
-    def changed(self) -> dict[str, int]:
-        return {host: counts["changed"] for host, counts in self.recap.items()}
-
-    def ok(self) -> Played:
-        assert self.rc == 0, self.stdout[-6000:] + self.stderr[-3000:]
-        return self
-
-    def tail(self) -> str:
-        return self.stdout[-5000:] + self.stderr[-2000:]
 
 
 def play(fleet: HostFleet, *args: str, playbook: str = "playbooks/proxies.yml",

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import pytest
 
 from georelay_lab import certs
-from host_support import HostFleet, Played, host_fleet, host_state, play, run_systemd_blocks
+from host_support import HostFleet, host_fleet, host_state, play, run_systemd_blocks
 from reliability_support import record_figures
-from support import SERVICES
+from support import SERVICES, Played
 from traffic import Traffic
 
 pytestmark = pytest.mark.slow

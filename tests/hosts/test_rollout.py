@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from host_support import HostFleet, Played, host_fleet, play, run_systemd_blocks
-from support import SERVICES
+from host_support import HostFleet, host_fleet, play, run_systemd_blocks
+from support import SERVICES, Played
 
 pytestmark = pytest.mark.slow
 
