@@ -14,6 +14,12 @@ description:
   - Either way, a reload only counts once the master socket shows a new worker and no
     failed reload; otherwise the task fails with the reason (the unit's journal lines in
     systemd mode, the log file in process mode) and the old workers keep serving.
+  - Before a reload, each TCP listener of the config is bound once (SO_REUSEPORT, as
+    HAProxy binds, never listened on): an address another program holds fails the task
+    before the reload, since HAProxy's new master would retry that bind for 2 s with the
+    old workers' listeners paused.
+  - With state=started, a config newer than the running workers (a reload of an earlier
+    run failed, and Ansible does not run that handler again) is reloaded.
   - In check mode nothing is started or reloaded; a master that is not running yet (a host
     being set up) is reported as would start.
 options:
@@ -76,6 +82,7 @@ reloads:
   returned: always
 """
 
+import errno
 import os
 import re
 import signal
@@ -86,6 +93,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 MASTER_RE = re.compile(r"^(\d+)\s+master\s+(\d+)\s+\[failed:\s*(\d+)\]", re.M)
+BIND_RE = re.compile(r"^\s*bind\s+(\S+)", re.M)
 
 
 def master_cli(path, command, timeout=3.0):
@@ -107,8 +115,21 @@ def master_cli(path, command, timeout=3.0):
         return None
 
 
+UPTIME_RE = re.compile(r"^(\d+)d(\d+)h(\d+)m(\d+)s$")
+
+
+def seconds(uptime):
+    """HAProxy's show proc uptime (0d00h11m41s) in seconds, None if unreadable."""
+    m = UPTIME_RE.match(uptime)
+    if not m:
+        return None
+    d, h, mi, s = (int(x) for x in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
 def show_proc(path):
-    """(master pid, reloads, failed reloads, current worker pids) or None when not running."""
+    """(master pid, reloads, failed reloads, current worker pids, seconds since the youngest
+    current worker started) or None when not running."""
     out = master_cli(path, "show proc")
     if not out:
         return None
@@ -116,6 +137,7 @@ def show_proc(path):
     if not m:
         return None
     workers = []
+    ages = []
     section = None
     for line in out.splitlines():
         if line.startswith("# workers"):
@@ -123,8 +145,25 @@ def show_proc(path):
         elif line.startswith("#"):
             section = None if not line.startswith("#<PID>") else section
         elif section == "workers" and line.strip():
-            workers.append(int(line.split()[0]))
-    return int(m.group(1)), int(m.group(2)), int(m.group(3)), workers
+            fields = line.split()
+            workers.append(int(fields[0]))
+            age = seconds(fields[3]) if len(fields) > 3 else None
+            if age is not None:
+                ages.append(age)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), workers,
+            min(ages) if ages else None)
+
+
+def config_is_newer(p, state):
+    """True when haproxy.cfg changed after the current workers started: a reload did not
+    take it (it failed in an earlier run, whose handler Ansible does not run again)."""
+    if state[4] is None:
+        return False
+    try:
+        mtime = os.stat(p["config"]).st_mtime
+    except OSError:
+        return False
+    return mtime > time.time() - state[4] + 2  # uptime has 1 s steps: 2 s of slack
 
 
 def log_tail(path, lines=25):
@@ -210,6 +249,51 @@ def start(module, p):
     return state
 
 
+def tcp_listeners(config):
+    """(address, port) of each TCP listener in a haproxy.cfg (its bind lines)."""
+    try:
+        with open(config) as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    found = []
+    for spec in BIND_RE.findall(text):
+        for one in spec.split(","):
+            host, sep, port = one.rpartition(":")
+            if sep and port.isdigit() and "@" not in host and not host.startswith("/"):
+                found.append((host.strip("[]") or "0.0.0.0", int(port)))
+    return found
+
+
+def cannot_listen(address, port):
+    """Why HAProxy could not listen on address:port now, or None. It binds with SO_REUSEADDR
+    and SO_REUSEPORT, so its own running listeners do not count; another program's do."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address, port))  # never listen(): nothing is accepted here
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+            return exc.strerror
+    return None
+
+
+def check_listeners(module, p):
+    """Fail before a reload whose new listener the host would refuse. (HAProxy 2.6's new
+    master retries such a bind for 2 s with the old workers' listeners paused: new
+    connections would be refused that long, for a reload that then fails anyway.)"""
+    for address, port in tcp_listeners(p["config"]):
+        reason = cannot_listen(address, port)
+        if reason is None:
+            continue
+        rc, out, _err = module.run_command(["ss", "-Hltnp", f"sport = :{port}"])
+        holder = f" (held by: {' '.join(out.split())})" if rc == 0 and out.strip() else ""
+        module.fail_json(msg=f"haproxy cannot listen on {address}:{port}: {reason}{holder}; "
+                         "not reloading, the previous workers keep serving")
+
+
 def save_server_state(p):
     """Write show servers state to the state file (atomically) for the next workers."""
     if not (p["admin_socket"] and p["state_file"]):
@@ -218,12 +302,16 @@ def save_server_state(p):
     if not out or not out.startswith("1\n"):
         return  # no answer, or not the version-1 state format: start from defaults
     tmp = p["state_file"] + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(out)
-    os.replace(tmp, p["state_file"])
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(out)
+        os.replace(tmp, p["state_file"])
+    except OSError:
+        pass  # the reload starts servers from their defaults; HAProxy says why it cannot read
 
 
 def reload(module, p, before):
+    check_listeners(module, p)
     save_server_state(p)
     since = time.time()
     if p["manager"] == "systemd":
@@ -302,11 +390,17 @@ def main():
                         f"on {p['master_socket']}", None)
         changed = True
         state = start(module, p)
-    elif p["state"] == "reloaded":
+    elif p["state"] == "reloaded" or config_is_newer(p, state):
         changed = True
+        why = ("" if p["state"] == "reloaded" else
+               f"{p['config']} is newer than the running workers (an earlier reload did not "
+               "take it): ")
         if module.check_mode:
-            module.exit_json(changed=True, workers=state[3], reloads=state[1])
+            module.exit_json(changed=True, workers=state[3], reloads=state[1],
+                             msg=why + "a normal run would reload")
         state = reload(module, p, state)
+        module.exit_json(changed=True, workers=state[3], reloads=state[1], master=state[0],
+                         msg=why + "reloaded")
     module.exit_json(changed=changed, workers=state[3], reloads=state[1], master=state[0])
 
 
