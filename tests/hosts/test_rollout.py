@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from host_support import HostFleet, host_fleet, play, run_systemd_blocks
+from host_support import HostFleet, host_fleet, play
 from support import SERVICES, Played
 
 pytestmark = pytest.mark.slow
@@ -115,15 +115,10 @@ def test_a_reload_that_fails_on_one_host_stops_the_rollout(fleet: HostFleet) -> 
     assert_stopped_at_the_failing_host(fleet, run, before, "Address already in use",
                                        "cannot bind")
     assert "old workers" in run.text or "previous workers" in run.text, run.tail()
-    assert fleet.failed_reloads(FAILING) == failed_before + 1
-    # docs/runbooks/reload-failed.md's systemd block shows on-call what HAProxy said.
-    (journal,) = run_systemd_blocks(fleet, FAILING, "reload-failed.md", "Diagnosis")
-    assert "8081" in journal, journal[-2000:]
-    # The agent's check (what cron and monitoring run) counts the failed reload, as
-    # reload-failed.md's Diagnosis says, with systemd's own reload in between.
-    check = fleet.ssh(FAILING, "sudo georelay-agent check", check=False)
-    assert check.returncode == 1, check.stdout
-    assert re.search(rf"WARNING - {FAILING} .*reload", check.stdout), check.stdout
+    # The module saw the address taken before asking for a reload, which HAProxy 2.6 would
+    # have retried for 2 s with the old listeners paused: no reload was attempted at all.
+    assert "8081" in run.text, run.tail()
+    assert fleet.failed_reloads(FAILING) == failed_before
     # The failing host's old workers still answer on the old port; e1 moved to the new one.
     for proxy, port in ((FAILING, 80), (DONE, 8081), (AFTER, 80)):
         conn = http.client.HTTPConnection(fleet.address(proxy), port, timeout=5)

@@ -11,7 +11,7 @@ The convention (docs/runbooks/README.md, "How these runbooks stay true"):
   ``timeout=SECONDS`` (default 120).
 * ```` ```sh systemd ```` runs only on hosts with ``georelay_service_manager: systemd``; the
   loopback lab has no systemd. Its syntax, verbs, flags and unit names are checked here, the
-  tests of tests/hosts/ run it on a real Debian 12 host in the runbook's situation, and the
+  tests of tests/hosts/ run proxy-unhealthy.md's on a real Debian 12 host in that situation, and the
   block right after it must be a plain ```` ```sh ```` block that does the same on any host
   (that one is run on the loopback lab).
 * ```` ```sh example ```` sets variables to example values (the index's variables block); it
