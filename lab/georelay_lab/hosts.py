@@ -30,7 +30,6 @@ same lab name, so re-running either is safe.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import os
@@ -38,7 +37,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -46,51 +44,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from georelay_lab import processes
+from georelay_lab.host_image import (
+    LOCAL_REPO,
+    NOSUDO_USER,
+    PIP_EXTRA_ARGS,
+    USER,
+    WHEELHOUSE,
+    HostLabError,
+    _run,
+    ensure_base,
+)
 
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-CACHE_DIR = Path(os.environ.get("GEORELAY_LAB_CACHE", "/var/cache/georelay-lab"))
-STATE_ROOT = Path(os.environ.get("GEORELAY_LAB_STATE", "/var/lib/georelay-lab"))
+__all__ = ["LOCAL_REPO", "PIP_EXTRA_ARGS", "WHEELHOUSE", "Host", "HostLab", "HostLabError"]
+
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
-
-# What a fresh Debian 12 server has that the lab relies on (minbase lacks them).
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-server",
-                 "python3", "sudo", "cron", "ca-certificates", "procps", "iproute2",
-                 "curl")
-# Installed by the roles from the local package cache, never preinstalled: the hosts start
-# as fresh as a real one, and the roles' install path runs for real.
-REPO_PACKAGES = ("haproxy", "python3-venv", "python3-apt", "python3-packaging",
-                 "python3-setuptools")
-WHEELS = ("prometheus-client>=0.17",)  # the agent's requirements (roles/georelay_agent)
-RECIPE_VERSION = "1"
-
-LOCAL_REPO = "/srv/georelay-lab/debs"
-WHEELHOUSE = "/srv/georelay-lab/wheels"
-# Inventory setting for lab hosts: the agent's pip reads the wheelhouse, not PyPI.
-PIP_EXTRA_ARGS = f"--no-index --find-links {WHEELHOUSE}"
-USER = "deploy"
-NOSUDO_USER = "nosudo"
-MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
-                "fstrim.timer", "systemd-timesyncd.service", "console-getty.service")
+STATE_ROOT = Path(os.environ.get("GEORELAY_LAB_STATE", "/var/lib/georelay-lab"))
 
 DEFAULT_LAB = "demo"  # inventories/demo-hosts; the tests use "test", molecule "molecule"
 DEFAULT_SUBNET = "10.213.0.0/24"
 FIRST_HOST = 11  # host i gets subnet[FIRST_HOST + i]
-
-
-class HostLabError(RuntimeError):
-    """A lab step failed; the message says which and why."""
-
-
-def _run(cmd: Sequence[str], *, check: bool = True, capture: bool = True,
-         timeout: float | None = None, input_text: str | None = None
-         ) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(cmd), text=True, capture_output=capture, timeout=timeout,
-                          input=input_text, check=False)
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout or "").strip()[-2000:] if capture else ""
-        raise HostLabError(f"`{shlex.join(cmd)}` exited {proc.returncode}: {detail}")
-    return proc
 
 
 def require_root() -> None:
@@ -106,96 +78,6 @@ def _require_programs() -> None:
         raise HostLabError(f"missing {', '.join(missing)}: `make setup` installs them "
                            "(Debian: systemd-container debootstrap apt-utils openssh-client "
                            "iproute2)")
-
-
-# ---------------------------------------------------------------------------------------
-# The base image
-
-
-def recipe_key() -> str:
-    text = json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, REPO_PACKAGES, WHEELS,
-                       MASKED_UNITS])
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def base_dir() -> Path:
-    return CACHE_DIR / f"{SUITE}-{recipe_key()}"
-
-
-def _nspawn_in(root: Path, *command: str) -> None:
-    """Run one command inside root (no boot), sharing this machine's network."""
-    _run(["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--pipe",
-          "-D", str(root), "--", *command], timeout=900)
-
-
-def ensure_base(log: list[str]) -> Path:
-    """The cached base image for the current recipe, built first if missing (~1-2 min)."""
-    base = base_dir()
-    if (base / ".georelay-lab-base").exists():
-        return base
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = base.with_name(base.name + ".build")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    started = time.monotonic()
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-          SUITE, str(tmp), MIRROR], timeout=1800)
-    # This machine's apt settings (the mirror may be a dated snapshot).
-    for conf in Path("/etc/apt/apt.conf.d").glob("*"):
-        if conf.is_file() and "Check-Valid-Until" in conf.read_text(errors="replace"):
-            shutil.copy(conf, tmp / "etc/apt/apt.conf.d" / conf.name)
-    # The local package cache: Debian's own .debs of what the roles install.
-    _nspawn_in(tmp, "apt-get", "update", "-qq")
-    _nspawn_in(tmp, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
-               "-qq", "--download-only", "--no-install-recommends", *REPO_PACKAGES)
-    repo = tmp / LOCAL_REPO.lstrip("/")
-    repo.mkdir(parents=True)
-    for deb in (tmp / "var/cache/apt/archives").glob("*.deb"):
-        shutil.move(str(deb), repo / deb.name)
-    with (repo / "Packages").open("w") as fh:
-        subprocess.run(["apt-ftparchive", "packages", "."], cwd=repo, stdout=fh, check=True,
-                       text=True)
-    (tmp / "etc/apt/sources.list").write_text(
-        f"# georelay host lab: a local copy of what the roles install (no network)\n"
-        f"deb [trusted=yes] file:{LOCAL_REPO} ./\n")
-    for extra in (tmp / "etc/apt/sources.list.d").glob("*"):
-        extra.unlink()
-    _nspawn_in(tmp, "apt-get", "update", "-qq")
-    _nspawn_in(tmp, "apt-get", "clean")
-    # The wheelhouse of the agent's virtualenv.
-    wheels = tmp / WHEELHOUSE.lstrip("/")
-    wheels.mkdir(parents=True)
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-          "--dest", str(wheels), *WHEELS], timeout=600)
-    _configure_base(tmp)
-    (tmp / ".georelay-lab-base").write_text(f"{recipe_key()}\n")
-    tmp.rename(base)
-    log.append(f"base image {base} built in {time.monotonic() - started:.0f} s")
-    return base
-
-
-def _configure_base(root: Path) -> None:
-    etc = root / "etc"
-    for unit in MASKED_UNITS:
-        link = etc / "systemd/system" / unit
-        link.unlink(missing_ok=True)
-        link.symlink_to("/dev/null")
-    wants = etc / "systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    networkd = wants / "systemd-networkd.service"
-    networkd.unlink(missing_ok=True)
-    networkd.symlink_to("/lib/systemd/system/systemd-networkd.service")
-    # Host keys are made per host at `up`: no two hosts share one.
-    for key in (etc / "ssh").glob("ssh_host_*"):
-        key.unlink()
-    (etc / "ssh/sshd_config.d/georelay-lab.conf").write_text(
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUseDNS no\n")
-    (etc / "machine-id").write_text("")
-    _nspawn_in(root, "useradd", "--create-home", "--shell", "/bin/bash", USER)
-    _nspawn_in(root, "useradd", "--create-home", "--shell", "/bin/bash", NOSUDO_USER)
-    sudoers = etc / "sudoers.d" / USER
-    sudoers.write_text(f"{USER} ALL=(ALL) NOPASSWD:ALL\n")
-    sudoers.chmod(0o440)
 
 
 # ---------------------------------------------------------------------------------------
