@@ -6,6 +6,9 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 INVENTORY ?= inventories/demo
 LAB ?= .lab
+# The checkout is the collection georelay.relay (galaxy.yml): Ansible finds it by FQCN
+# through this link, named in ansible.cfg's collections_path.
+COLLECTION_LINK := .collections/ansible_collections/georelay/relay
 # Every Debian package the demo, the tests and the bench need: the first column of the list.
 DEBIAN_PACKAGES := lab/debian-packages.txt
 DEBS := $(shell awk '$$1 !~ /^\#/ && NF && !seen[$$1]++ {print $$1}' $(DEBIAN_PACKAGES))
@@ -20,7 +23,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 .PHONY: setup system debian-packages demo demo-down demo-hosts demo-hosts-down drill lint test \
 	test-fresh bench clean
 
-setup: system $(VENV)/.installed
+setup: system $(VENV)/.installed $(COLLECTION_LINK)
+
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn ../../.. $@
 
 system:
 	@missing=""; for p in $(DEBS); do \
