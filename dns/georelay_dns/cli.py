@@ -1,6 +1,7 @@
 """georelay-dns: keep Route53 true to the inventory (docs/DNS.md).
 
-Exit codes: 0 done / nothing to do, 2 plan has changes pending, 1 error or refusal.
+Exit codes: 0 done / nothing to do, 2 plan has changes pending, 1 error or refusal,
+64 usage error (unknown option, missing argument...; EX_USAGE).
 Every input problem is reported before anything is written.
 """
 
@@ -13,15 +14,9 @@ from typing import Any
 import click
 
 from georelay_dns.apply import ApplyError, apply_plan
+from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs, tree_of
 from georelay_dns.cli_operator import evacuate_cmd, restore_cmd, weight_cmd
-from georelay_dns.cli_support import (
-    aws,
-    fail,
-    inventory_option,
-    parse_weight,
-    read_inputs,
-    tree_of,
-)
+from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_dns.iam import policy
 from georelay_dns.operations import read_context
 from georelay_dns.operator_state import Evacuation, OperatorState, describe, summary
@@ -49,13 +44,13 @@ def _plan(inventory: str) -> tuple[Any, Inputs, Plan]:
     return client, got[0], got[1]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@cli_group("georelay-dns", distribution="georelay")
 def main() -> None:
     """Keep Route53 latency/weighted records and health checks true to the inventory."""
 
 
 @main.command("plan")
-@inventory_option
+@inventory_option()
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 def plan_cmd(inventory: str, output: str) -> None:
     """Show what apply would change. Exit 0: nothing to do, 2: changes pending."""
@@ -73,7 +68,7 @@ def plan_cmd(inventory: str, output: str) -> None:
 
 
 @main.command("apply")
-@inventory_option
+@inventory_option()
 @click.option("--yes", is_flag=True, help="apply without a reviewed checksum")
 @click.option("--checksum", help="apply only if the plan still has this checksum")
 @click.option("--force", is_flag=True,
@@ -109,7 +104,7 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
 
 
 @main.command("status")
-@inventory_option
+@inventory_option()
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 def status_cmd(inventory: str, output: str) -> None:
     """The live tree, each health check's status, and what users get now."""
@@ -128,7 +123,7 @@ def status_cmd(inventory: str, output: str) -> None:
 
 
 @main.command("simulate")
-@inventory_option
+@inventory_option()
 @click.option("--from", "origin", required=True, help="users nearest this AWS region")
 @click.option("--down", "down", multiple=True, help="a proxy (inventory host) that fails")
 @click.option("--down-region", "down_regions", multiple=True, help="a region that fails")
@@ -206,7 +201,7 @@ def _weight_spec(spec: str, hosts: set[str]) -> tuple[str, int]:
 
 
 @main.command("iam-policy")
-@inventory_option
+@inventory_option()
 @click.option("--zone-id", help="hosted zone id (default: georelay_dns_zone_id, else looked up)")
 def iam_cmd(inventory: str, zone_id: str | None) -> None:
     """Print the least-privilege IAM policy georelay-dns needs for this zone."""

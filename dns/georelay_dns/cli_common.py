@@ -1,5 +1,7 @@
 """What every georelay-dns command shares: failing with a message, reading the inventory,
-building the tree, and turning AWS errors into one line that names the fix."""
+building the tree, and turning AWS errors into one line that names the fix.
+
+(What every georelay click CLI shares, -h, --version, exit 64, -i, is in cli_support.py.)"""
 
 from __future__ import annotations
 
@@ -17,9 +19,6 @@ from georelay_dns.settings import Inputs, load_inputs
 from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
 from georelay_model import InventoryError, load_inventory
 from georelay_model.inventory import InventoryReadError
-
-inventory_option = click.option("-i", "--inventory", required=True,
-                                help="Ansible inventory (file or directory)")
 
 
 def fail(message: str) -> NoReturn:

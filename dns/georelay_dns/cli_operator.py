@@ -19,7 +19,8 @@ import click
 
 from georelay_dns import operations
 from georelay_dns.apply import ApplyError
-from georelay_dns.cli_support import aws, fail, inventory_option, parse_weight, read_inputs
+from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs
+from georelay_dns.cli_support import UsageCommand, inventory_option
 from georelay_dns.operations import Change, Context, read_context
 from georelay_dns.operator_state import BY_MAX
 from georelay_dns.plan import change_lines
@@ -96,11 +97,11 @@ def _effect(inputs: Inputs, change: Change) -> None:
         click.echo(line)
 
 
-@click.command("evacuate")
+@click.command("evacuate", cls=UsageCommand)
 @click.argument("region")
 @click.option("--reason", required=True,
               help="why (stored in DNS, readable by anyone: no secrets), e.g. a ticket")
-@inventory_option
+@inventory_option()
 @dry_run_option
 @click.option("--force", is_flag=True, help="allow evacuating the last region still serving")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation on a terminal")
@@ -116,9 +117,9 @@ def evacuate_cmd(region: str, reason: str, inventory: str, dry_run: bool, force:
          confirm=None if yes else f"Evacuate {region}?")
 
 
-@click.command("restore")
+@click.command("restore", cls=UsageCommand)
 @click.argument("region")
-@inventory_option
+@inventory_option()
 @dry_run_option
 @wait_option
 def restore_cmd(region: str, inventory: str, dry_run: bool, wait_timeout: float) -> None:
@@ -127,10 +128,10 @@ def restore_cmd(region: str, inventory: str, dry_run: bool, wait_timeout: float)
          wait_timeout=wait_timeout)
 
 
-@click.command("weight")
+@click.command("weight", cls=UsageCommand)
 @click.argument("host")
 @click.argument("n", required=False)
-@inventory_option
+@inventory_option()
 @click.option("--reset", is_flag=True, help="back to the inventory's dns_weight")
 @dry_run_option
 @wait_option

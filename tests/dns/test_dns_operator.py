@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-import georelay_dns.cli_support
+import georelay_dns.cli_common
 from dns_drive import cli, cli_streams, plan_json
 from dns_support import Zone, fleet, write_inventory
 from georelay_dns.operator_state import (
@@ -45,7 +45,7 @@ def inventory_once(monkeypatch: pytest.MonkeyPatch) -> None:
             seen[key] = load_inventory(path)
         return seen[key]
 
-    monkeypatch.setattr(georelay_dns.cli_support, "load_inventory", cached)
+    monkeypatch.setattr(georelay_dns.cli_common, "load_inventory", cached)
 
 
 @pytest.fixture
