@@ -1,4 +1,10 @@
-"""Command line of georelay-agent (argparse: the agent depends on prometheus_client only)."""
+"""Command line of georelay-agent (argparse: the agent depends on prometheus_client only).
+
+Exit codes: 0 success; `check` 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (Nagios); 1 a drain
+to remove is not there; 64 (EX_USAGE) a usage error (unknown option, missing or bad
+argument); 77 (EX_NOPERM) drain/undrain without the right to write the spool; 78
+(EX_CONFIG) the config file is missing or invalid.
+"""
 
 from __future__ import annotations
 
@@ -11,27 +17,58 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from georelay_agent import __version__, drains
-from georelay_agent.config import DEFAULT_CONFIG, Config, ConfigError, load
+from georelay_agent.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    default_config_path,
+    load,
+)
 
+EX_USAGE = 64  # sysexits: the command was used incorrectly
 EX_CONFIG = 78  # sysexits: configuration error (systemd: RestartPreventExitStatus)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors exiting EX_USAGE (64), not 2: for `check`, 2 is CRITICAL."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+_EPILOG = f"""\
+config file: --config FILE, else ${CONFIG_ENV}, else
+  <root>/etc/georelay-agent/agent.json when this interpreter's virtualenv is
+  <root>/opt/georelay-agent/venv (as the role installs it: {DEFAULT_CONFIG} on a host),
+  else {DEFAULT_CONFIG}.
+  Here: {{config}}
+exit codes: check 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; 64 usage error; 1 undrain of a
+  drain that is not there; 77 drain or undrain without the right to write the spool;
+  78 config file missing or invalid.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    default = os.environ.get(CONFIG_ENV) or default_config_path()
+    parser = _Parser(
         prog="georelay-agent",
         description="Health agent beside a georelay HAProxy: /healthz for Route53, Nagios "
-                    "checks, Prometheus metrics, drains.")
+                    "checks, Prometheus metrics, drains.",
+        epilog=_EPILOG.format(config=default),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    default = os.environ.get("GEORELAY_AGENT_CONFIG", DEFAULT_CONFIG)
 
     def command(name: str, text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--config", default=default,
-                       help=f"config file (default $GEORELAY_AGENT_CONFIG or {DEFAULT_CONFIG})")
+        p.add_argument("--config", default=default, metavar="FILE",
+                       help=f"config file (default here: {default.replace('%', '%%')}; "
+                            "`georelay-agent -h` says how it is found)")
         return p
 
     for name, text in (("serve", "run the agent (HTTP endpoints, background collection)"),
@@ -58,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     p = command("drains", "list the drains in the spool")
     p.add_argument("--json", action="store_true")
     command("validate", "check the config file and exit (0 valid, 78 invalid)")
-    sub.add_parser("schema", help="print the JSON Schema of the status document")
+    text = "print the JSON Schema of the status document"
+    sub.add_parser("schema", help=text, description=text)
     return parser
 
 
@@ -122,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"georelay-agent: {problem}", file=sys.stderr)
     except drains.DrainError as exc:
         print(f"georelay-agent: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     return 0
 
 

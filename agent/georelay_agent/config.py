@@ -11,14 +11,31 @@ import difflib
 import ipaddress
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 CONFIG_SCHEMA_VERSION = 1
 DEFAULT_CONFIG = "/etc/georelay-agent/agent.json"
+CONFIG_ENV = "GEORELAY_AGENT_CONFIG"
+VENV = ("opt", "georelay-agent", "venv")  # the role's virtualenv, below georelay_root
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]"
                        r"([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def default_config_path(prefix: str | None = None) -> str:
+    """The config file read without --config and $GEORELAY_AGENT_CONFIG.
+
+    <root>/etc/georelay-agent/agent.json when the interpreter's prefix (``sys.prefix``, the
+    virtualenv) is <root>/opt/georelay-agent/venv, as the role installs it below
+    ``georelay_root``: /etc/georelay-agent/agent.json on a host, the proxy's own config in
+    a demo or test root. Any other interpreter reads /etc/georelay-agent/agent.json.
+    """
+    venv = Path(sys.prefix if prefix is None else prefix)
+    if venv.is_absolute() and venv.parts[-len(VENV):] == VENV:
+        return str(venv.parents[len(VENV) - 1] / DEFAULT_CONFIG.lstrip("/"))
+    return DEFAULT_CONFIG
 
 
 class ConfigError(Exception):

@@ -23,8 +23,15 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
+EX_USAGE, EX_NOPERM = 64, 77  # sysexits
+
+
 class DrainError(Exception):
-    pass
+    """A drain or undrain that cannot be done; ``exit_code`` is the CLI's exit status."""
+
+    def __init__(self, message: str, exit_code: int = EX_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,8 @@ def _require_root(action: str, spool: Path) -> None:
         return
     existing = next((p for p in (spool, *spool.parents) if p.exists()), Path("/"))
     if not os.access(existing, os.W_OK):
-        raise DrainError(f"{action} needs root: the drain spool {spool} is owned by root")
+        raise DrainError(f"{action} needs root: the drain spool {spool} is owned by root",
+                         EX_NOPERM)
 
 
 def _check_id(drain_id: str | None) -> None:
@@ -139,7 +147,8 @@ def remove(spool: Path, drain_id: str | None = None, *, missing_ok: bool = False
                 path.unlink(missing_ok=True)
             removed.append(path.stem)
     if drain_id is not None and not removed and not missing_ok:
-        raise DrainError(f"no drain {drain_id!r} in {spool}")
+        raise DrainError(f"no drain {drain_id!r} in {spool} (georelay-agent drains lists "
+                         "them; --missing-ok makes this no error)", 1)
     return removed
 
 
