@@ -21,7 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from georelay_dns.plan import NEW, Plan, RecordChange
-from georelay_dns.route53_read import Sleep, call, error_code, rrset_from_record
+from georelay_dns.route53 import Sleep, call, error_code, rrset_from_record
 
 MAX_RRS = 1000  # ResourceRecord elements per ChangeResourceRecordSets (UPSERT counts twice)
 MAX_CHARS = 32000  # characters of Value elements per request (UPSERT counts twice)

@@ -24,7 +24,7 @@ from georelay_dns.cli_support import UsageCommand, inventory_option
 from georelay_dns.operations import Change, Context, read_context
 from georelay_dns.operator_state import BY_MAX
 from georelay_dns.plan import change_lines
-from georelay_dns.route53_read import make_client
+from georelay_dns.route53 import make_client
 from georelay_dns.settings import Inputs
 from georelay_dns.simulate import effect_lines
 

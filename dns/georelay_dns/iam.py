@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from georelay_dns.operator_state import state_name
+from georelay_dns.state_record import state_name
 from georelay_dns.tree import Tree
 
 

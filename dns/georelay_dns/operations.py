@@ -5,7 +5,7 @@ region's hosts may be unreachable), computes the new state, builds the tree that
 it (tree.py), makes one plan with the ordinary machinery (make_plan) and *scopes* it to
 what the command names:
 
-* the state record (``_<owner>-state.<zone>`` TXT, operator_state.py);
+* the state record (``_<owner>-state.<zone>`` TXT, state_record.py);
 * evacuate: DELETE of the region's latency records (every service); restore: their CREATE;
 * weight: the proxy's weighted records (every service), their Weight only.
 
@@ -38,18 +38,16 @@ from georelay_dns.apply import ApplyError, Progress, Result, apply_plan
 from georelay_dns.operator_state import (
     WEIGHT_MAX,
     Evacuation,
-    LiveState,
     OperatorState,
     StateError,
     check_reason,
-    read_state,
-    state_name,
-    state_record,
 )
 from georelay_dns.plan import STATE_PHASE, Plan, RecordChange, make_plan
-from georelay_dns.route53_read import Live, find_zone, read_live
+from georelay_dns.records import Live, Record, owner_prefix
+from georelay_dns.route53 import find_zone, read_live
 from georelay_dns.settings import Inputs
-from georelay_dns.tree import Record, Tree, build_tree, owner_prefix
+from georelay_dns.state_record import LiveState, read_state, state_name, state_record
+from georelay_dns.tree import Tree, build_tree
 
 
 class Refusal(ValueError):

@@ -15,17 +15,18 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from georelay_dns.operator_state import (
-    STATE_SERVICE,
-    OperatorState,
-    StateError,
-    decode,
-    describe,
-    state_set_id,
-    summary,
+from georelay_dns.operator_state import OperatorState, StateError, describe, summary
+from georelay_dns.records import (
+    HealthCheck,
+    Live,
+    LiveHealthCheck,
+    Record,
+    immutable_part,
+    owner_prefix,
+    short_hash,
 )
-from georelay_dns.route53_read import Live, LiveHealthCheck
-from georelay_dns.tree import HealthCheck, Record, Tree, immutable_part, owner_prefix, short_hash
+from georelay_dns.state_record import STATE_SERVICE, decode, state_set_id
+from georelay_dns.tree import Tree
 
 NEW = "new:"  # health check id placeholder until the check is created
 MUTABLE = ("IPAddress", "Port", "ResourcePath", "FullyQualifiedDomainName", "SearchString",

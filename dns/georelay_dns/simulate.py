@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from georelay_dns.tree import Record, Tree
+from georelay_dns.records import Record
+from georelay_dns.tree import Tree
 from georelay_model.regions import nearest_first
 
 

@@ -7,11 +7,12 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from georelay_dns.operator_state import state_set_id
 from georelay_dns.plan import meta_from_set_id
-from georelay_dns.route53_read import Live, Sleep, call
+from georelay_dns.records import Live, Record, owner_prefix
+from georelay_dns.route53 import Sleep, call
 from georelay_dns.simulate import Evaluator
-from georelay_dns.tree import Record, Tree, owner_prefix
+from georelay_dns.state_record import state_set_id
+from georelay_dns.tree import Tree
 
 # Route53 deems an endpoint healthy when more than 18% of its checkers report it healthy.
 HEALTHY_SHARE = 0.18

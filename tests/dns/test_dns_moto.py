@@ -303,7 +303,7 @@ def test_direct_mode(zone: Zone, tmp_path: Path) -> None:
 
 def test_alias_read_back_with_a_ttl_is_still_in_sync() -> None:
     """Route53 never gives an alias a TTL; moto reports TTL 0 for some. Either way: no diff."""
-    from georelay_dns.route53_read import record_from_rrset
+    from georelay_dns.route53 import record_from_rrset
 
     rr = {"Name": "fast.example.com.", "Type": "A", "SetIdentifier": "georelay:lat:x:us-east-1",
           "Region": "us-east-1", "TTL": 0,

@@ -11,7 +11,7 @@ import pytest
 
 from dns_drive import cli
 from dns_support import Zone, fleet, write_inventory
-from georelay_dns.route53_read import make_client, read_live
+from georelay_dns.route53 import make_client, read_live
 from georelay_dns.settings import load_inputs
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import owned_records

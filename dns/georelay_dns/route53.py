@@ -1,4 +1,6 @@
-"""Route53 access: the client (standard boto3 chain), retries, and the paginated reads.
+"""Route53 access: the client (standard boto3 chain), retries (every call, reads and
+writes, goes through :func:`call`), record sets to and from :class:`Record`, and the
+paginated reads.
 
 Reads are whole-zone paginated lists (ListResourceRecordSets, ListHealthChecks), never a
 call per record, so a plan costs ceil(records/300) + ceil(health checks/1000) + 1 calls.
@@ -10,14 +12,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from georelay_dns.tree import Alias, Record, norm_name
+from georelay_dns.records import Alias, Live, LiveHealthCheck, Record, norm_name
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +89,6 @@ def find_zone(client: Any, zone: str, zone_id: str | None) -> str:
         raise ZoneError(f"{len(ids)} hosted zones are named {zone} ({', '.join(ids)}): set "
                         "georelay_dns_zone_id to the one georelay manages")
     return str(ids[0])
-
-
-@dataclass(frozen=True)
-class LiveHealthCheck:
-    id: str
-    caller_reference: str
-    version: int
-    config: dict[str, Any] = field(hash=False, compare=False)
-
-
-@dataclass
-class Live:
-    """The zone's records and the account's health checks, as Route53 has them now."""
-
-    zone_id: str
-    records: list[Record]
-    raw: dict[tuple[str, str, str], dict[str, Any]]  # record key -> rrset as read (DELETE)
-    health_checks: list[LiveHealthCheck]
 
 
 def record_from_rrset(rr: dict[str, Any]) -> Record:
