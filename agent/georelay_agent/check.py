@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from georelay_agent.collector import Gatherer, Observation
 from georelay_agent.config import Config
+from georelay_agent.gather import Gatherer
 from georelay_agent.haproxy_api import pending_reload_failure, reload_failure_warning
-from georelay_agent.server import status_document
-from georelay_agent.snapshot import State
+from georelay_agent.health import HealthMachine
+from georelay_agent.observation import Observation
+from georelay_agent.snapshot import status_document
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 WORDS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -103,7 +104,7 @@ def evaluate(config: Config) -> Result:
         obs = gatherer.observe(wait_for_probes=True)
     finally:
         gatherer.close()
-    snap = State(config, rise=1, fall=1).apply(obs)
+    snap = HealthMachine(config, rise=1, fall=1).apply(obs)
     doc = status_document(snap)
     ratios, warnings = _history(config, obs, now)
     warnings = list(snap.warnings) + warnings

@@ -20,10 +20,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from georelay_agent.collector import Collector, Observation
+from georelay_agent.collector import Collector
 from georelay_agent.config import Config
 from georelay_agent.metrics import AgentMetrics
-from georelay_agent.snapshot import Snapshot
+from georelay_agent.observation import Observation
+from georelay_agent.snapshot import Snapshot, status_document
 
 log = logging.getLogger("georelay_agent")
 
@@ -39,10 +40,6 @@ def verdict(snap: Snapshot, config: Config) -> tuple[int, str]:
     if snap.healthy:
         return 200, config.ok_body
     return 503, snap.reason or snap.state
-
-
-def status_document(snap: Snapshot) -> dict[str, Any]:
-    return {**snap.doc, "snapshot_age_s": round(snap.age(), 3)}
 
 
 class AgentServer(ThreadingHTTPServer):

@@ -25,14 +25,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent_support import AgentFleet, parse_nagios
 from georelay_agent.check import run as run_check
-from georelay_agent.collector import Observation
-from georelay_agent.config import ConfigError, parse
+from georelay_agent.config import Config, ConfigError, parse
 from georelay_agent.drains import Drain
 from georelay_agent.haproxy_api import parse_stat
+from georelay_agent.health import HealthMachine
 from georelay_agent.metrics import AgentMetrics
+from georelay_agent.observation import Observation
 from georelay_agent.schema import STATUS_SCHEMA
-from georelay_agent.server import status_document, verdict
-from georelay_agent.snapshot import Snapshot, State
+from georelay_agent.server import verdict
+from georelay_agent.snapshot import Snapshot, status_document
 from support import BIN, REPO, run
 
 FAST = {"hostname": "fast.example.com", "backend": "be_fast_example_com",
@@ -82,7 +83,12 @@ def api(home: str, west: str) -> tuple[str, list[tuple[str, str, bool]]]:
                                    ("us-west-2-api.example.com", west, True)])
 
 
-def observe(state: State, text: str, drains: list[Drain] | None = None) -> Snapshot:
+def at_once(c: Config) -> HealthMachine:
+    """The state machine as `check` uses it: each observation believed at once."""
+    return HealthMachine(c, rise=1, fall=1)
+
+
+def observe(state: HealthMachine, text: str, drains: list[Drain] | None = None) -> Snapshot:
     return state.apply(Observation(at=time.time(), info={"Pid": "7", "Uptime_sec": "9"},
                                    backends=parse_stat(text), drains=drains or []))
 
@@ -101,7 +107,7 @@ def metric(snap: Snapshot, name: str) -> dict[tuple[tuple[str, str], ...], float
 def test_home_down_backup_up_is_bridging_503_naming_the_first_usable_backup(
         tmp_path: Path) -> None:
     c = parse(agent_config(tmp_path, [FAST]))
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "DOWN", "UP")))
+    snap = observe(at_once(c), stat(fast("DOWN", "DOWN", "UP")))
     assert snap.state == "bridging" and not snap.healthy
     assert snap.reason == "home gateway down, bridging via backup eu-west-1"
     assert verdict(snap, c) == (503, "home gateway down, bridging via backup eu-west-1")
@@ -127,13 +133,13 @@ def test_home_down_backup_up_is_bridging_503_naming_the_first_usable_backup(
     assert set(metric(snap, "georelay_agent_healthy").values()) == {0.0}
 
     # HAProxy prefers the first backup in config order when several are UP.
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "UP", "UP")))
+    snap = observe(at_once(c), stat(fast("DOWN", "UP", "UP")))
     assert snap.reason == "home gateway down, bridging via backup us-west-2"
 
 
 def test_bridging_keeps_in_dns_answers_200_and_still_reports_it(tmp_path: Path) -> None:
     c = parse(agent_config(tmp_path, [FAST], bridging_keeps_in_dns=True))
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "UP", "DOWN")))
+    snap = observe(at_once(c), stat(fast("DOWN", "UP", "DOWN")))
     assert snap.state == "bridging" and snap.healthy
     assert verdict(snap, c) == (200, "georelay-healthy")
     doc = status_document(snap)
@@ -149,7 +155,7 @@ def test_bridging_keeps_in_dns_answers_200_and_still_reports_it(tmp_path: Path) 
 
 def test_home_down_and_no_backup_up_is_unhealthy_naming_every_server(tmp_path: Path) -> None:
     c = parse(agent_config(tmp_path, [FAST]))
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "DOWN", "DOWN")))
+    snap = observe(at_once(c), stat(fast("DOWN", "DOWN", "DOWN")))
     assert snap.state == "unhealthy"
     assert snap.reason is not None and snap.reason.startswith(
         "fast.example.com: no usable server in be_fast_example_com (us-east-1-fast.example.com "
@@ -160,16 +166,16 @@ def test_home_down_and_no_backup_up_is_unhealthy_naming_every_server(tmp_path: P
 
 def test_several_services_name_the_bridging_ones(tmp_path: Path) -> None:
     c = parse(agent_config(tmp_path, [FAST, API]))
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "UP", "UP"), api("UP", "UP")))
+    snap = observe(at_once(c), stat(fast("DOWN", "UP", "UP"), api("UP", "UP")))
     assert snap.reason == "home gateway down, bridging via backup us-west-2 (fast.example.com)"
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "DOWN", "UP"), api("DOWN", "UP")))
+    snap = observe(at_once(c), stat(fast("DOWN", "DOWN", "UP"), api("DOWN", "UP")))
     assert snap.reason == ("home gateway down, bridging via backup eu-west-1 (fast.example.com), "
                            "us-west-2 (api.example.com)")
 
 
 def test_bridging_follows_hysteresis_both_ways(tmp_path: Path) -> None:
     c = parse(agent_config(tmp_path, [FAST], rise=2, fall=2))
-    state = State(c)
+    state = HealthMachine(c)
     assert observe(state, stat(fast("UP", "UP", "UP"))).state == "healthy"
     assert observe(state, stat(fast("DOWN", "UP", "UP"))).state == "healthy"  # 1 of fall 2
     assert observe(state, stat(fast("DOWN", "UP", "UP"))).state == "bridging"
@@ -181,7 +187,7 @@ def test_never_healthy_while_the_backup_falls_too(tmp_path: Path) -> None:
     """Home DOWN and then the backup DOWN too: bridging holds (503) until the backend has
     no usable server for `fall` observations, then unhealthy; never a 200 in between."""
     c = parse(agent_config(tmp_path, [FAST], rise=2, fall=2))
-    state = State(c)
+    state = HealthMachine(c)
     seen = [observe(state, stat(fast(*servers))) for servers in (
         ("UP", "UP", "DOWN"), ("DOWN", "UP", "DOWN"), ("DOWN", "UP", "DOWN"),
         ("DOWN", "DOWN", "DOWN"), ("DOWN", "DOWN", "DOWN"), ("DOWN", "DOWN", "DOWN"))]
@@ -200,7 +206,7 @@ def test_never_healthy_while_the_backup_falls_too(tmp_path: Path) -> None:
 def test_a_drain_wins_and_bridging_stays_a_warning(tmp_path: Path) -> None:
     c = parse(agent_config(tmp_path, [FAST], bridging_keeps_in_dns=True))
     drain = Drain("d1", "kernel upgrade", "ops@e1", time.time() - 5, None)
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "UP", "UP")), [drain])
+    snap = observe(at_once(c), stat(fast("DOWN", "UP", "UP")), [drain])
     assert (snap.state, snap.reason, snap.healthy) == ("draining", "draining: kernel upgrade",
                                                        False)
     assert snap.warnings == ("home gateway down, bridging via backup us-west-2",)
@@ -212,11 +218,11 @@ def test_an_old_config_without_backups_still_works(tmp_path: Path) -> None:
     assert c.services[0].home == "us-east-1-fast.example.com" and c.services[0].backups == ()
     assert not c.bridging_keeps_in_dns
     no_backups = ("be_fast_example_com", [("us-east-1-fast.example.com", "DOWN", False)])
-    snap = observe(State(c, rise=1, fall=1), stat(no_backups))
+    snap = observe(at_once(c), stat(no_backups))
     assert snap.state == "unhealthy" and "no usable server" in (snap.reason or "")
     assert status_document(snap)["services"][0]["home"]["up"] is False
     # haproxy.cfg already has a backup the config does not name: bridging is still seen.
-    snap = observe(State(c, rise=1, fall=1), stat(fast("DOWN", "UP", "UP")))
+    snap = observe(at_once(c), stat(fast("DOWN", "UP", "UP")))
     assert snap.reason == "home gateway down, bridging via backup us-west-2-fast.example.com"
 
 
@@ -224,7 +230,7 @@ def test_config_and_haproxy_cfg_disagreeing_is_a_warning(tmp_path: Path) -> None
     c = parse(agent_config(tmp_path, [FAST]))
     text = stat(("be_fast_example_com", [("us-east-1-fast.example.com", "UP", False),
                                          ("us-west-2-fast.example.com", "UP", True)]))
-    snap = observe(State(c, rise=1, fall=1), text)
+    snap = observe(at_once(c), text)
     assert snap.state == "healthy"
     assert snap.warnings == ("fast.example.com: backup server eu-west-1-fast.example.com "
                              "(eu-west-1) is not a backup in be_fast_example_com: agent config "
@@ -361,8 +367,9 @@ def test_check_ok_with_backups_standing_by(check_env: Any) -> None:
 
 
 def test_the_role_template_renders_backups_and_the_switch(tmp_path: Path) -> None:
-    """templates/georelay-agent.json.j2 through Ansible: the current fact (backups, switch on)
-    and a fact from before backups existed both give a valid agent config."""
+    """roles/georelay_agent/templates/georelay-agent.json.j2 through Ansible: the current
+    fact (backups, switch on) and a fact from before backups existed both give a valid agent
+    config."""
     backend = {"name": "be_fast_example_com", "hostname": "fast.example.com",
                "domain": "us-east-1-fast.example.com", "server": "127.0.10.1:8443",
                "resolve": False, "health_path": "/ping"}
@@ -390,7 +397,8 @@ def test_the_role_template_renders_backups_and_the_switch(tmp_path: Path) -> Non
              "tasks": [{"ansible.builtin.debug": {"msg": {
                  name: f"{{{{ lookup('ansible.builtin.template', src, template_vars="
                        f"{{'georelay_proxy': facts.{name}}}) }}}}" for name in facts}},
-                 "vars": {"src": str(REPO / "templates/georelay-agent.json.j2")}}]}]
+                 "vars": {"src": str(REPO / "roles/georelay_agent/templates/"
+                                     "georelay-agent.json.j2")}}]}]
     (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
     out = run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "render.yml")],
               timeout=60, env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.tree",

@@ -26,10 +26,10 @@ from georelay_agent.haproxy_api import (
     parse_stat,
     pending_reload_failure,
 )
+from georelay_agent.health import HealthMachine
 from georelay_agent.hysteresis import Hysteresis
 from georelay_agent.schema import STATUS_SCHEMA
-from georelay_agent.server import status_document
-from georelay_agent.snapshot import State
+from georelay_agent.snapshot import status_document
 
 GOOD: dict[str, Any] = {
     "schema_version": 1, "proxy": "p1", "region": "us-east-1",
@@ -233,11 +233,11 @@ def test_check_lock_prevents_overlapping_runs(tmp_path: Path) -> None:
 
 
 def test_starting_and_observed_documents_match_the_schema(tmp_path: Path) -> None:
-    from georelay_agent.collector import Observation
     from georelay_agent.haproxy_api import parse_stat as ps
+    from georelay_agent.observation import Observation
 
     c = parse(config(drain_dir=str(tmp_path)))
-    state = State(c)
+    state = HealthMachine(c)
     jsonschema.validate(status_document(state.starting()), STATUS_SCHEMA)
     obs = Observation(at=time.time(), info={"Pid": "12", "Uptime_sec": "5",
                                             "Version": "2.6"}, backends=ps(STAT))
