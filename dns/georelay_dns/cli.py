@@ -18,11 +18,11 @@ from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs, tree_o
 from georelay_dns.cli_operator import evacuate_cmd, restore_cmd, weight_cmd
 from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_dns.iam import policy
+from georelay_dns.inputs import Inputs
 from georelay_dns.operations import read_context
 from georelay_dns.operator_state import Evacuation, OperatorState, describe, summary
 from georelay_dns.plan import THRESHOLD_SHARE, Plan, make_plan, render
 from georelay_dns.route53 import find_zone, make_client
-from georelay_dns.settings import Inputs
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import live_status, render_status
 from georelay_dns.tree import SELF_ZONE

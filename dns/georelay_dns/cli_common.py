@@ -12,10 +12,10 @@ from typing import Any, NoReturn
 import click
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from georelay_dns.inputs import Inputs, load_inputs
 from georelay_dns.operations import Refusal
 from georelay_dns.operator_state import WEIGHT_MAX, OperatorState, StateError
 from georelay_dns.route53 import ZoneError
-from georelay_dns.settings import Inputs, load_inputs
 from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
 from georelay_model import InventoryError, load_inventory
 from georelay_model.inventory import InventoryReadError

@@ -21,11 +21,11 @@ from georelay_dns import operations
 from georelay_dns.apply import ApplyError
 from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs
 from georelay_dns.cli_support import UsageCommand, inventory_option
+from georelay_dns.inputs import Inputs
 from georelay_dns.operations import Change, Context, read_context
 from georelay_dns.operator_state import BY_MAX
 from georelay_dns.plan import change_lines
 from georelay_dns.route53 import make_client
-from georelay_dns.settings import Inputs
 from georelay_dns.simulate import effect_lines
 
 dry_run_option = click.option("--dry-run", is_flag=True,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from georelay_dns.apply import ApplyError, Progress, Result, apply_plan
+from georelay_dns.inputs import Inputs
 from georelay_dns.operator_state import (
     WEIGHT_MAX,
     Evacuation,
@@ -45,7 +46,6 @@ from georelay_dns.operator_state import (
 from georelay_dns.plan import STATE_PHASE, Plan, RecordChange, make_plan
 from georelay_dns.records import Live, Record, owner_prefix
 from georelay_dns.route53 import find_zone, read_live
-from georelay_dns.settings import Inputs
 from georelay_dns.state_record import LiveState, read_state, state_name, state_record
 from georelay_dns.tree import Tree, build_tree
 

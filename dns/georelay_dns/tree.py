@@ -25,10 +25,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from georelay_dns.inputs import Inputs
 from georelay_dns.operator_state import OperatorState
 from georelay_dns.records import Alias, HealthCheck, Record, norm_name, set_id
-from georelay_dns.settings import DnsSettings, Inputs
 from georelay_model import Proxy, Service
+from georelay_model.fleet import DnsSettings
 
 SELF_ZONE = "SELF"  # alias target zone placeholder until the hosted zone id is known
 @dataclass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from georelay_model.reader import default_int, default_str
 from georelay_model.regions import nearest_first
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # on the proxy host
@@ -92,12 +94,51 @@ class Region:
 
 
 @dataclass(frozen=True)
+class HealthSettings:
+    """The Route53 health check of every proxy (georelay_dns_health_*); HAProxy routes the
+    same path to the agent."""
+
+    path: str = default_str("georelay_dns_health_path")  # /healthz
+    interval: int = default_int("georelay_dns_health_interval")  # 10 (fast) or 30 s
+    threshold: int = default_int("georelay_dns_health_threshold")  # FailureThreshold
+    regions: tuple[str, ...] = ()  # () = Route53's default checker regions
+    search: str | None = None  # HTTPS_STR_MATCH when set
+
+
+@dataclass(frozen=True)
+class DirectTarget:
+    """An API Gateway regional custom domain: what a direct-mode latency alias points at."""
+
+    domain_name: str  # RegionalDomainName, e.g. d-abc123.execute-api.us-east-1.amazonaws.com
+    hosted_zone_id: str  # RegionalHostedZoneId, e.g. Z1UJRXOUMOOFQ8
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """How Route53 serves the fleet (georelay_dns_*, fleet-wide; docs/DNS.md)."""
+
+    mode: str = default_str("georelay_dns_mode")  # proxy or direct
+    owner: str = default_str("georelay_dns_owner")
+    zone_id: str | None = None
+    ttl: int = default_int("georelay_dns_ttl")
+    regional_name: str = default_str("georelay_dns_regional_name")
+    health: HealthSettings = field(default_factory=HealthSettings)
+    direct: Mapping[tuple[str, str], DirectTarget] = field(default_factory=dict)
+
+    def regional(self, hostname: str, region: str) -> str:
+        label, _, parent = hostname.partition(".")
+        return (self.regional_name.replace("{region}", region).replace("{label}", label)
+                .replace("{parent}", parent).replace("{hostname}", hostname))
+
+
+@dataclass(frozen=True)
 class Fleet:
     zone: str
     services: tuple[Service, ...]
     regions: tuple[Region, ...]
     tls_pem: str | None = None  # control-node path; None when the reader does not need it
     backend_ca: str | None = None  # control-node CA file; None: the host's system store
+    dns: DnsSettings = field(default_factory=DnsSettings)  # Route53 (and the /healthz path)
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property

@@ -2,6 +2,8 @@
 
 The input is what ``ansible-inventory --list`` calls ``_meta.hostvars`` (or Ansible's own
 ``hostvars``): one merged dict per host. A host is a proxy when it has ``aws_region``.
+The fleet-wide settings (zone, services, certificates, Route53) are read by settings.py,
+the rest (regions, proxies) here.
 """
 
 from __future__ import annotations
@@ -13,90 +15,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from georelay_model.contract import KNOWN, SERVICE_KEYS
-from georelay_model.errors import InventoryError, Problem
+from georelay_model.contract import KNOWN
+from georelay_model.errors import InventoryError
 from georelay_model.facts import MAX_SOCKET_PATH, socket_paths
 from georelay_model.fleet import Endpoint, Fleet, Proxy, Region, Service
+from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
+from georelay_model.settings import check_regional_names, read_settings
 
-REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}$")
-LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-FLEET_VARS = ("georelay_zone", "georelay_services", "georelay_tls_pem", "georelay_backend_ca")
 SERVICE_MANAGERS = ("systemd", "process")
 # Set per region group: every proxy of a region must agree.
 REGION_VARS = ("georelay_backup_regions", "georelay_backup_limit",
                "georelay_bridging_keeps_in_dns")
-# Read only by the role, which sees them templated. Where the inventory is read raw
-# (georelay-dns), a Jinja value in one of these is left alone instead of refused.
-ROLE_ONLY = frozenset({"haproxy_bind_address", "haproxy_http_port", "georelay_service_manager",
-                       "georelay_root", "georelay_tls_pem", "georelay_backend_ca",
-                       "georelay_apigw_address", "georelay_agent_bind_address",
-                       "georelay_agent_port"})
-
-
-def is_dns_name(name: str) -> bool:
-    if not name or len(name) > 253 or "." not in name:
-        return False
-    return all(LABEL_RE.match(label) for label in name.split("."))
-
-
-def is_jinja(value: object) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
-class Reader:
-    """Reads and checks values, remembering every problem instead of stopping at the first."""
-
-    def __init__(self, rendered: bool) -> None:
-        self.rendered = rendered
-        self.problems: list[Problem] = []
-
-    def problem(self, where: str, field: str, message: str, fix: str) -> None:
-        self.problems.append(Problem(where, field, message, fix))
-
-    def string(self, where: str, field: str, value: object, *, required: bool) -> str | None:
-        if value is None or value == "":
-            if required:
-                self.problem(where, field, "is not set", f"set {field} in the inventory")
-            return None
-        if not isinstance(value, str):
-            self.problem(where, field, f"must be a string, not {type(value).__name__}",
-                         "quote the value in YAML")
-            return None
-        if not self.rendered and is_jinja(value):
-            if field in ROLE_ONLY:
-                return None
-            self.problem(where, field, f"is a Jinja expression ({value!r})",
-                         "georelay reads this variable without templating: set it literally")
-            return None
-        return value.strip()
-
-    def integer(self, where: str, field: str, value: object, default: int,
-                lo: int, hi: int, fix: str) -> int:
-        if value is None or value == "" or (not self.rendered and field in ROLE_ONLY
-                                                and is_jinja(value)):
-            return default
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(where, field, f"{value!r} is not a whole number", fix)
-            return default
-        if not lo <= value <= hi:
-            self.problem(where, field, f"{value} is out of range", fix)
-            return default
-        return value
-
-    def dns_name(self, where: str, field: str, value: object, *, required: bool = True) -> str:
-        name = self.string(where, field, value, required=required)
-        if name is None:
-            return ""
-        name = name.lower().rstrip(".")
-        if not is_dns_name(name):
-            self.problem(where, field, f"{value!r} is not a DNS name",
-                         "use letters, digits and hyphens in dot-separated labels, "
-                         "e.g. fast.example.com")
-            return ""
-        return name
-
 
 def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
                         rendered: bool = False) -> Fleet:
@@ -108,19 +37,20 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
     """
     r = Reader(rendered)
     proxies_vars = {h: v for h, v in sorted(hostvars.items()) if "aws_region" in v}
+    _check_names(r, proxies_vars or hostvars)
+    settings = read_settings(r, proxies_vars or hostvars)
+    if settings.dns.mode == "direct":  # no proxies: Route53 points at the gateways
+        regions = tuple(Region(name, ()) for name in sorted({reg for reg, _ in
+                                                             settings.dns.direct}))
+        if r.problems:
+            raise InventoryError(r.problems)
+        return Fleet(zone=settings.zone, services=settings.services, regions=regions,
+                     dns=settings.dns)
     if not proxies_vars:
         r.problem("inventory", "aws_region", "no host has aws_region, so there are no proxies",
                   "put proxy hosts in a group per region whose vars set aws_region: us-east-1")
         raise InventoryError(r.problems)
-
-    for host, hv in proxies_vars.items():
-        _check_spelling(r, host, hv)
-    fleet_vars = _fleet_vars(r, proxies_vars)
-    zone = r.dns_name("all", "georelay_zone", fleet_vars.get("georelay_zone"))
-    services = read_services(r, fleet_vars.get("georelay_services"), zone)
-    tls_pem = _path(r, "georelay_tls_pem", fleet_vars.get("georelay_tls_pem"), required=True)
-    backend_ca = _path(r, "georelay_backend_ca", fleet_vars.get("georelay_backend_ca"),
-                       required=False)
+    services = settings.services
 
     by_region: dict[str, list[Proxy]] = {}
     apigw: dict[str, Endpoint | None] = {}
@@ -153,10 +83,11 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
                                               "georelay_bridging_keeps_in_dns"))
         for name, ps in sorted(by_region.items()))
     _check_fleet(r, services, regions)
+    check_regional_names(r, settings.dns, settings.zone, services, names)
     if r.problems:
         raise InventoryError(r.problems)
-    return Fleet(zone=zone, services=services, regions=regions, tls_pem=tls_pem,
-                 backend_ca=backend_ca)
+    return Fleet(zone=settings.zone, services=services, regions=regions,
+                 tls_pem=settings.tls_pem, backend_ca=settings.backend_ca, dns=settings.dns)
 
 
 def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object]],
@@ -186,7 +117,7 @@ def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object
 
 def _backup_limit(r: Reader, region: str, seen: Mapping[str, tuple[str, object]]) -> int:
     host, raw = seen.get("georelay_backup_limit", (region, None))
-    return r.integer(host, "georelay_backup_limit", raw, 3, 0, 50,
+    return r.integer(host, "georelay_backup_limit", raw, None, 0, 50,
                      "give how many of the nearest regions back this one up (0 for none), "
                      "or list them in georelay_backup_regions")
 
@@ -203,111 +134,37 @@ def _boolean(r: Reader, seen: Mapping[str, tuple[str, object]], field: str) -> b
     return False
 
 
-def _check_spelling(r: Reader, host: str, hv: Mapping[str, Any]) -> None:
-    for name in hv:
-        if name.startswith(("georelay_", "haproxy_")) and name not in KNOWN:
-            close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.85)
-            if close:
-                r.problem(host, name, "is not a georelay variable",
-                          f"did you mean {close[0]}?")
-
-
-def _fleet_vars(r: Reader, proxies_vars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Fleet-wide variables must be the same on every proxy (set them in all vars)."""
-    out: dict[str, Any] = {}
-    first = next(iter(proxies_vars))
-    for name in FLEET_VARS:
-        values = {h: hv.get(name) for h, hv in proxies_vars.items()}
-        out[name] = values[first]
-        for host, value in values.items():
-            if value != values[first]:
-                r.problem(host, name, f"differs from {first}'s value",
-                          "set fleet-wide variables once, in group_vars/all")
-                break
-    return out
-
-
-def read_services(r: Reader, raw: object, zone: str) -> tuple[Service, ...]:
-    where = "all"
-    if raw is None or raw == []:
-        r.problem(where, "georelay_services", "is not set or empty",
-                  "list at least one service: [{hostname: fast.example.com, "
-                  "apigw_domain: '{region}-fast.example.com'}]")
-        return ()
-    if not isinstance(raw, list):
-        r.problem(where, "georelay_services", f"must be a list, not {type(raw).__name__}",
-                  "write it as a YAML list of mappings")
-        return ()
-    services: list[Service] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        at = f"all.georelay_services[{i}]"
-        if not isinstance(item, Mapping):
-            r.problem(at, "georelay_services", "is not a mapping",
-                      "give hostname and apigw_domain keys")
+def _check_names(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> None:
+    """Every georelay_* variable must be one georelay reads (contract.py): a misspelt or
+    made-up name would otherwise be ignored without a word. haproxy_* names may belong to
+    other roles on the same hosts, so only a near miss of a known one is refused."""
+    unknown: dict[str, list[str]] = {}
+    for host, hv in hostvars.items():
+        for name in hv:
+            if name.startswith(("georelay_", "haproxy_")) and name not in KNOWN:
+                unknown.setdefault(name, []).append(host)
+    for name, hosts in sorted(unknown.items()):
+        close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.85)
+        if not close and not name.startswith("georelay_"):
             continue
-        for key in sorted(set(item) - SERVICE_KEYS):
-            close = difflib.get_close_matches(key, SERVICE_KEYS, n=1)
-            hint = f"did you mean {close[0]}?" if close else \
-                f"use only {', '.join(sorted(SERVICE_KEYS))}"
-            r.problem(at, key, "is not a service key", hint)
-        hostname = r.dns_name(at, "hostname", item.get("hostname"))
-        if hostname and zone and not (hostname == zone or hostname.endswith("." + zone)):
-            r.problem(at, "hostname", f"{hostname} is not inside georelay_zone {zone}",
-                      "use a name in the hosted zone or change georelay_zone")
-        if hostname in seen:
-            r.problem(at, "hostname", f"{hostname} is also georelay_services[{seen[hostname]}]",
-                      "list each public hostname once")
-        elif hostname:
-            seen[hostname] = i
-        pattern = _apigw_pattern(r, at, item.get("apigw_domain"), hostname)
-        health = r.string(at, "health_path", item.get("health_path"), required=False)
-        if health is not None and (not health.startswith("/") or any(c in health for c in
-                                                                     " \t\r\n\"'")):
-            r.problem(at, "health_path", f"{health!r} is not an absolute URL path",
-                      "start it with / and leave out spaces and quotes, e.g. /ping")
-            health = None
-        if hostname and pattern:
-            services.append(Service(hostname, pattern, health))
-    return tuple(services)
+        where = "all" if len(hosts) == len(hostvars) else ", ".join(hosts[:3]) + (
+            f" and {len(hosts) - 3} more" if len(hosts) > 3 else "")
+        set_on = ("every host (group_vars/all or the all group's vars)" if where == "all"
+                  else f"host(s) {where}")
+        known = _known_like(name)
+        fix = (f"did you mean {close[0]}? Rename it, or remove it" if close else
+               f"remove it; georelay reads only the variables of README.md, 'The inventory "
+               f"contract'{known}")
+        r.problem(where, name, f"is not a georelay variable (set for {set_on})", fix)
 
 
-def _apigw_pattern(r: Reader, at: str, raw: object, hostname: str) -> str | None:
-    pattern = r.string(at, "apigw_domain", raw, required=True)
-    if pattern is None:
-        return None
-    pattern = pattern.lower().rstrip(".")
-    others = set(re.findall(r"\{[^}]*\}", pattern)) - {"{region}"}
-    if "{region}" not in pattern:
-        r.problem(at, "apigw_domain", f"{pattern!r} has no {{region}}",
-                  "API Gateway custom domains are per region: write e.g. "
-                  "'{region}-fast.example.com'")
-        return None
-    if others:
-        r.problem(at, "apigw_domain", f"{pattern!r} has unknown placeholder(s) "
-                  f"{', '.join(sorted(others))}", "use only {region}")
-        return None
-    sample = pattern.replace("{region}", "us-east-1")
-    if not is_dns_name(sample):
-        r.problem(at, "apigw_domain", f"{pattern!r} does not give a DNS name",
-                  "write a full domain such as '{region}-fast.example.com'")
-        return None
-    if sample == hostname:
-        r.problem(at, "apigw_domain", "gives the public hostname itself",
-                  "each region needs its own custom domain, distinct from the public name")
-        return None
-    return pattern
-
-
-def _path(r: Reader, field: str, raw: object, *, required: bool) -> str | None:
-    if not r.rendered:
-        return raw if isinstance(raw, str) else None  # only the role uses file paths
-    value = r.string("all", field, raw, required=required)
-    if value is not None and not value.startswith("/"):
-        r.problem("all", field, f"{value!r} is not an absolute path",
-                  "give the full path, e.g. {{ inventory_dir }}/files/tls.pem")
-        return None
-    return posixpath.normpath(value) if value else value
+def _known_like(name: str) -> str:
+    """Known variables of the same family (georelay_dns_*, georelay_agent_*...), as a hint."""
+    family = "_".join(name.split("_")[:2]) + "_"
+    same = sorted(k for k in KNOWN if k.startswith(family))
+    if family == "georelay_" or not same or len(same) > 12:
+        return ""
+    return f" (the {family}* ones: {', '.join(same)})"
 
 
 def _proxy(r: Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
@@ -332,7 +189,7 @@ def _proxy(r: Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
                   "set the address Route53 should hand out for this proxy")
     if public_dns:
         public_dns = r.dns_name(host, "public_dns", public_dns)
-    weight = r.integer(host, "dns_weight", hv.get("dns_weight"), 1, 0, 255,
+    weight = r.integer(host, "dns_weight", hv.get("dns_weight"), None, 0, 255,
                        "Route53 weights are whole numbers from 0 to 255")
     bind = r.string(host, "haproxy_bind_address", hv.get("haproxy_bind_address"),
                     required=False) or ""
@@ -343,19 +200,20 @@ def _proxy(r: Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
             r.problem(host, "haproxy_bind_address", f"{bind!r} is not an IP address",
                       "give an address of this host, or leave it unset to listen on all")
     port_fix = "use a TCP port from 1 to 65535"
-    https = r.integer(host, "haproxy_https_port", hv.get("haproxy_https_port"), 443, 1, 65535,
+    https = r.integer(host, "haproxy_https_port", hv.get("haproxy_https_port"), None, 1, 65535,
                       port_fix)
-    http = r.integer(host, "haproxy_http_port", hv.get("haproxy_http_port"), 80, 1, 65535,
+    http = r.integer(host, "haproxy_http_port", hv.get("haproxy_http_port"), None, 1, 65535,
                      port_fix)
     if https == http:
         r.problem(host, "haproxy_http_port", f"equals haproxy_https_port ({https})",
                   "give the plain-HTTP redirect listener its own port")
     manager = r.string(host, "georelay_service_manager", hv.get("georelay_service_manager"),
-                       required=False) or "systemd"
+                       required=False) or default_str("georelay_service_manager")
     if manager not in SERVICE_MANAGERS:
         r.problem(host, "georelay_service_manager", f"{manager!r} is not supported",
                   "use systemd, or process where there is no systemd (containers, labs)")
-    root = r.string(host, "georelay_root", hv.get("georelay_root"), required=False) or "/"
+    root = r.string(host, "georelay_root", hv.get("georelay_root"),
+                    required=False) or default_str("georelay_root")
     if not root.startswith("/"):
         r.problem(host, "georelay_root", f"{root!r} is not an absolute path",
                   "give an absolute directory such as / or /srv/georelay/lab1")
@@ -367,13 +225,14 @@ def _proxy(r: Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
                   f"use a root of at most {MAX_SOCKET_PATH - len(longest) + len(root)} "
                   "characters")
     agent_bind = r.string(host, "georelay_agent_bind_address",
-                          hv.get("georelay_agent_bind_address"), required=False) or "127.0.0.1"
+                          hv.get("georelay_agent_bind_address"),
+                          required=False) or default_str("georelay_agent_bind_address")
     try:
         ipaddress.ip_address(agent_bind)
     except ValueError:
         r.problem(host, "georelay_agent_bind_address", f"{agent_bind!r} is not an IP address",
                   "give a local address such as 127.0.0.1 (the agent is only for HAProxy)")
-    agent_port = r.integer(host, "georelay_agent_port", hv.get("georelay_agent_port"), 8405,
+    agent_port = r.integer(host, "georelay_agent_port", hv.get("georelay_agent_port"), None,
                            1, 65535, port_fix)
     if agent_port in (https, http) and agent_bind in (bind, ""):
         r.problem(host, "georelay_agent_port", f"{agent_port} is also an HAProxy listener port",

@@ -9,9 +9,9 @@ from typing import Any
 from click.testing import CliRunner
 
 from georelay_dns.cli import main
+from georelay_dns.inputs import load_inputs
 from georelay_dns.plan import Plan, make_plan
 from georelay_dns.route53 import find_zone, make_client, read_live
-from georelay_dns.settings import load_inputs
 from georelay_dns.tree import Tree, build_tree
 from georelay_model import load_inventory
 

@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 
 from dns_support import fleet, write_inventory
-from georelay_dns.settings import load_inputs
+from georelay_dns.inputs import load_inputs
 from georelay_dns.tree import TreeError, build_tree
 from georelay_model import InventoryError, load_inventory
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
     ("mode", {"georelay_dns_mode": "anycast"}, "georelay_dns_mode: 'anycast' is not a mode"),
-    ("ttl", {"georelay_dns_ttl": 120}, "georelay_dns_ttl: 120 is not allowed. Fix: use 1-60"),
+    ("ttl", {"georelay_dns_ttl": 120}, "georelay_dns_ttl: 120 is out of range. Fix: use 1-60"),
     ("interval", {"georelay_dns_health_interval": 20},
-     "georelay_dns_health_interval: 20 is not allowed. Fix: Route53 accepts 10"),
+     "georelay_dns_health_interval: 20 is not one of 10, 30. Fix: Route53 accepts 10"),
     ("threshold", {"georelay_dns_health_threshold": 0},
-     "georelay_dns_health_threshold: 0 is not allowed"),
+     "georelay_dns_health_threshold: 0 is out of range"),
     ("path", {"georelay_dns_health_path": "healthz"},
      "georelay_dns_health_path: 'healthz' is not a URL path"),
     ("two checker regions", {"georelay_dns_health_regions": ["us-east-1", "eu-west-1"]},

@@ -11,8 +11,8 @@ import pytest
 
 from dns_drive import cli
 from dns_support import Zone, fleet, write_inventory
+from georelay_dns.inputs import load_inputs
 from georelay_dns.route53 import make_client, read_live
-from georelay_dns.settings import load_inputs
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import owned_records
 from georelay_dns.tree import Tree, build_tree

@@ -20,11 +20,11 @@ from botocore.stub import ANY, Stubber
 from dns_support import fleet, write_inventory
 from georelay_dns import operations
 from georelay_dns.apply import ApplyError, apply_plan, change_size, split_batches, wait_insync
+from georelay_dns.inputs import load_inputs
 from georelay_dns.operator_state import OperatorState
 from georelay_dns.plan import Plan, RecordChange, make_plan
 from georelay_dns.records import Live, LiveHealthCheck, Record
 from georelay_dns.route53 import call, record_from_rrset, rrset_from_record
-from georelay_dns.settings import load_inputs
 from georelay_dns.state_record import decode, read_state, state_record
 from georelay_dns.tree import Tree, build_tree
 from georelay_model import load_inventory
