@@ -42,10 +42,13 @@ system:
 debian-packages:
 	@echo $(DEBS)
 
-$(VENV)/.installed: pyproject.toml agent/pyproject.toml
+# Four distributions, each from its own pyproject.toml: georelay (the control-node runtime: the
+# fleet model and georelay-dns), georelay-agent (the wheel proxy hosts run), and the
+# development-only georelay-lab (stand-ins, host lab) and georelay-tools (bench, drill, scale).
+$(VENV)/.installed: pyproject.toml agent/pyproject.toml lab/pyproject.toml tools/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e . -e ./agent -e '.[dev]'
+	$(BIN)/pip install -q -e . -e ./agent -e ./lab -e ./tools -e '.[dev]'
 	touch $@
 
 demo: setup
@@ -101,7 +104,7 @@ demo-down:
 # and restore a region, showing Route53's answers, the agents and real requests at each step;
 # everything is put back (docs/runbooks/).
 drill: setup
-	$(LAB_AWS) $(BIN)/python -m georelay_lab.drill -i $(INVENTORY) --lab-dir $(LAB)
+	$(LAB_AWS) $(BIN)/georelay-tools drill -i $(INVENTORY) --lab-dir $(LAB)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -122,7 +125,7 @@ test-fresh: system
 # Writes docs/bench/latest.md; run it on a quiet machine (it takes about 10 minutes).
 bench: setup
 	@mkdir -p docs/bench
-	$(SUDO) $(BIN)/python -m georelay_lab.bench --duration $${BENCH_SECONDS:-10} --reps $${BENCH_REPS:-3} \
+	$(SUDO) $(BIN)/georelay-tools bench --duration $${BENCH_SECONDS:-10} --reps $${BENCH_REPS:-3} \
 	  --json docs/bench/latest.json | tee docs/bench/latest.log
 	@sed -n '/^wrk -t1/,$$p' docs/bench/latest.log > docs/bench/latest.md
 	@echo "Results: docs/bench/latest.md"

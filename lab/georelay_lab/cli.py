@@ -8,15 +8,26 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_lab import fleet_lab, nginx_gateway
 from georelay_lab import hosts as hosts_lab
 from georelay_lab.gateway import serve
 
 
-@click.group()
+@cli_group("georelay-lab", distribution="georelay-lab")
 def main() -> None:
-    """Local stand-ins for AWS: a lab CA, API Gateway regional endpoints, Route53."""
+    """Local stand-ins for AWS: a lab CA, API Gateway regional endpoints, Route53; real
+    Debian 12 hosts (`hosts`). Development only: the demo and the tests run on it."""
+
+
+def _inventory(inventory: str) -> str:
+    """The inventory path, or a usage error (exit 64) naming it when it does not exist."""
+    if not Path(inventory).exists():
+        raise click.UsageError(f"no inventory at {inventory}: give -i PATH of an Ansible "
+                               "inventory (file or directory), e.g. -i inventories/demo")
+    return inventory
 
 
 @main.command()
@@ -33,7 +44,7 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 
 
 @main.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@inventory_option()
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 @click.option("--gateway", "gateway_kind", type=click.Choice(fleet_lab.GATEWAY_KINDS),
               default=None, help="Stand-in gateway: python (HTTP/1.1, fault knobs) or nginx "
@@ -45,20 +56,20 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 def up(inventory: str, lab_dir: str, gateway_kind: str | None,
        gateway_keepalive_requests: int) -> None:
     """Create the lab CA and certificates, and start a stand-in gateway per region."""
-    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir), gateway_kind,
+    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir), gateway_kind,
                                             gateway_keepalive_requests)
     for line in lab.up():
         click.echo(line)
 
 
 @main.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@inventory_option()
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 @click.option("--hosts-lab", "hosts_lab_name", default=None, metavar="NAME",
               help="The proxies are hosts of this host lab: run the check on them over SSH.")
 def health(inventory: str, lab_dir: str, hosts_lab_name: str | None) -> None:
     """Each proxy's /healthz through its public listener, and its agent's Nagios check."""
-    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
     check = None
     if hosts_lab_name is not None:
         hl = _host_lab(hosts_lab_name, hosts_lab.DEFAULT_SUBNET)
@@ -74,7 +85,7 @@ def health(inventory: str, lab_dir: str, hosts_lab_name: str | None) -> None:
 
 
 @main.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@inventory_option()
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 @click.option("--listen", default="127.0.9.1:5300", show_default=True,
               help="ip:port for the Route53 stand-in.")
@@ -82,7 +93,7 @@ def route53(inventory: str, lab_dir: str, listen: str) -> None:
     """Start a Route53 stand-in (moto_server) holding the inventory's hosted zone."""
     from georelay_lab import route53 as r53
 
-    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
     for line in r53.start(lab.lab_dir, listen, lab.fleet.zone):
         click.echo(line)
 
@@ -96,31 +107,17 @@ def down(lab_dir: str) -> None:
 
 
 @main.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
+@inventory_option()
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 @click.option("--path", default="/anything", show_default=True)
 def show(inventory: str, lab_dir: str, path: str) -> None:
     """Send a request through every proxy for every service; show what the gateway got."""
-    lab = fleet_lab.FleetLab.from_inventory(inventory, Path(lab_dir))
+    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
     failures = 0
     for line, ok in lab.show(path):
         click.echo(line)
         failures += not ok
     sys.exit(1 if failures else 0)
-
-
-@main.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(exists=True))
-@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
-@click.option("--settle-timeout", default=45.0, show_default=True, type=float,
-              help="seconds each step may take to show")
-def drill(inventory: str, lab_dir: str, settle_timeout: float) -> None:
-    """Fail a proxy, then a region's gateway, then evacuate a region, on the running lab
-    fleet; show Route53's answers, the agents and real requests at each step; put it back."""
-    from georelay_lab import drill as run_drill
-
-    sys.exit(run_drill.main(["-i", inventory, "--lab-dir", lab_dir,
-                             "--settle-timeout", str(settle_timeout)]))
 
 
 @main.group()
@@ -144,19 +141,22 @@ _subnet = click.option("--subnet", default=hosts_lab.DEFAULT_SUBNET, show_defaul
 
 @hosts.command("up")
 @click.argument("count", type=click.IntRange(1, 40), required=False)
-@click.option("-i", "--inventory", type=click.Path(exists=True),
-              help="Bring up the inventory's hosts that set an ansible_host in the subnet.")
+@inventory_option(required=False,
+                  help_text="Bring up the inventory's hosts that set an ansible_host in the subnet")
 @_lab_name
 @_subnet
 @click.option("--timeout", default=60.0, show_default=True, help="seconds to wait for SSH")
 def hosts_up(count: int | None, inventory: str | None, lab_name: str, subnet: str,
              timeout: float) -> None:
     """Bring up COUNT hosts (h1..hN), or the inventory's hosts; replaces this lab's earlier ones."""
-    lab = _host_lab(lab_name, subnet)
+    given = click.get_current_context().get_parameter_source("inventory")
+    if count is not None and given is not ParameterSource.COMMANDLINE:
+        inventory = None  # COUNT wins over $ANSIBLE_INVENTORY
     if (count is None) == (inventory is None):
-        raise click.UsageError("give either COUNT or -i INVENTORY")
+        raise click.UsageError("give either COUNT or -i INVENTORY (or $ANSIBLE_INVENTORY)")
+    lab = _host_lab(lab_name, subnet)
     if inventory is not None:
-        names, addresses = hosts_lab.hosts_of_inventory(inventory, lab)
+        names, addresses = hosts_lab.hosts_of_inventory(_inventory(inventory), lab)
     else:
         names, addresses = [f"h{i + 1}" for i in range(count or 0)], None
     try:

@@ -1,60 +1,41 @@
-"""Background processes of the lab, tracked by pid files (no systemd here)."""
+"""Background processes of the lab, tracked by pid files (no systemd here).
+
+The pid-file code is the collection's own (``pid_files`` is a link to
+plugins/module_utils/processes.py, which the modules that start HAProxy and the agent use);
+this module gives it the lab's shape and adds what the lab and the tools need beside it:
+waiting for a port, and a lab proxy's HAProxy started, checked and stopped the way the role
+runs it in process mode.
+"""
 
 from __future__ import annotations
 
-import os
-import signal
+import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
+
+from georelay_agent.haproxy_runtime import master_command, show_proc
+from georelay_lab import pid_files
+from georelay_model.facts import paths_below
+
+
+class ProcessError(RuntimeError):
+    """A lab process did not start (the message names its command and log)."""
 
 
 def running(pid_file: Path) -> int | None:
     """The pid in pid_file if that process is alive, else None."""
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    try:  # a zombie is not alive
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
-            return None
-    except OSError:
-        return None
-    return pid
+    return pid_files.running(pid_file)
 
 
 def start(cmd: list[str], pid_file: Path, log_file: Path) -> int:
     """Start cmd detached from this process group, its output appended to log_file."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
-    pid_file.write_text(f"{proc.pid}\n")
-    return proc.pid
+    return pid_files.spawn(cmd, log_file, pid_file=pid_file).pid
 
 
 def stop(pid_file: Path, timeout: float = 10.0) -> bool:
     """SIGTERM the process of pid_file, SIGKILL after timeout. True if one was running."""
-    pid = running(pid_file)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running(pid_file) is not None:
-        time.sleep(0.05)
-    if running(pid_file) is not None:
-        os.kill(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    return True
+    return pid_files.stop(pid_file, timeout)
 
 
 def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
@@ -67,3 +48,36 @@ def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+# ---- a lab proxy's HAProxy (georelay_root), as roles/haproxy runs it in process mode ------
+
+def haproxy_running(root: Path) -> bool:
+    """Whether the HAProxy master below georelay_root answers `show proc` with workers."""
+    info = show_proc(paths_below(str(root))["master_socket"], timeout=2)
+    return info is not None and bool(info.workers)
+
+
+def stop_haproxy(root: Path) -> bool:
+    """Stop the proxy's HAProxy master (and so its workers). True if it was running."""
+    return stop(Path(paths_below(str(root))["pid_file"]))
+
+
+def start_haproxy(root: Path, timeout: float = 15.0) -> None:
+    """Start HAProxy master-worker below georelay_root, on its rendered config; ProcessError
+    when it exits or no worker runs within timeout seconds."""
+    paths = paths_below(str(root))
+    Path(paths["master_socket"]).unlink(missing_ok=True)  # stale: nothing answers on it
+    cmd = master_command(shutil.which("haproxy") or "/usr/sbin/haproxy", paths["config"],
+                         paths["master_socket"], paths["pid_file"])
+    proc = pid_files.spawn(cmd, paths["log_file"])
+    if pid_files.wait_for(lambda: proc.poll() is not None or haproxy_running(root), timeout):
+        if proc.poll() is None or haproxy_running(root):
+            return
+        raise ProcessError(f"haproxy exited ({' '.join(cmd)}); see {paths['log_file']}")
+    proc.kill()
+    raise ProcessError(f"haproxy did not start within {timeout:g}s; see {paths['log_file']}")
+
+
+__all__ = ["ProcessError", "haproxy_running", "running", "start", "start_haproxy", "stop",
+           "stop_haproxy", "wait_port"]

@@ -21,7 +21,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-LIST = Path(__file__).resolve().parents[1] / "debian-packages.txt"
+from georelay_lab.checkout import CheckoutError, in_checkout
+
+
+def _list_path() -> Path:
+    try:
+        return in_checkout("lab/debian-packages.txt")
+    except CheckoutError:
+        return Path("lab/debian-packages.txt")  # entries() says it is missing
+
+
+LIST = _list_path()
 # Where Debian installs programs; sbin is often missing from a user's PATH.
 SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
@@ -60,7 +70,7 @@ def entries() -> tuple[Entry, ...]:
         return tuple(parse(LIST.read_text()))
     except FileNotFoundError:
         raise ProgramError(f"{LIST} is missing: georelay_lab runs from a git checkout "
-                           "(pip install -e .)") from None
+                           "(pip install -e ./lab; or set GEORELAY_CHECKOUT)") from None
 
 
 def packages() -> list[str]:

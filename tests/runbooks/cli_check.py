@@ -26,6 +26,7 @@ PATH = os.pathsep.join([str(BIN), "/usr/local/sbin", "/usr/local/bin", "/usr/sbi
 HELP: dict[str, tuple[bool, tuple[str, ...]]] = {
     "georelay-dns": (True, ("--help",)),
     "georelay-lab": (True, ("--help",)),
+    "georelay-tools": (True, ("--help",)),
     "georelay-agent": (True, ("--help",)),
     "ansible-playbook": (False, ("--help",)),
     "ansible": (False, ("--help",)),

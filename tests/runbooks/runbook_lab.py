@@ -18,7 +18,7 @@ from cli_check import PATH
 from runbook_doc import REPO, Block
 
 from georelay_lab import client, route53
-from georelay_lab.drill import haproxy_running, start_haproxy, stop_haproxy
+from georelay_lab.processes import haproxy_running, start_haproxy, stop_haproxy
 from support import BIN, SERVICES, LabFleet, run, running_fleet, unix_cli
 
 REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1", "w2"]}

@@ -22,8 +22,8 @@ from runbook_doc import Block, Runbook, runbooks
 from runbook_lab import RunbookFleet
 from test_runbook_docs import SITUATIONS
 
+from georelay_agent.haproxy_runtime import ProcInfo, send, show_proc
 from georelay_lab import certs
-from georelay_lab.haproxy_cli import cli
 
 USAGE_ERRORS = re.compile(r"No such option|No such command|unrecognized arguments|"
                           r"invalid choice|Usage: |usage: |option .* is unknown")
@@ -104,17 +104,22 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 20.0) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def proc_info(fleet: RunbookFleet, host: str) -> ProcInfo:
+    info = show_proc(str(fleet.master_socket(host)))
+    assert info is not None, f"{host}: no master answers on {fleet.master_socket(host)}"
+    return info
+
+
 def master_reload(fleet: RunbookFleet, host: str) -> None:
-    before = cli(fleet.master_socket(host), "show proc")
-    cli(fleet.master_socket(host), "reload")
-    wait_for(f"{host} to reload", lambda: cli(fleet.master_socket(host), "show proc") != before)
+    before = proc_info(fleet, host).reloads
+    send(str(fleet.master_socket(host)), "reload")
+    wait_for(f"{host} to reload", lambda: (
+        (info := show_proc(str(fleet.master_socket(host)))) is not None
+        and info.reloads > before))
 
 
 def failed_reloads(fleet: RunbookFleet, host: str) -> int:
-    m = re.search(r"master\s+\d+\s+\[failed:\s*(\d+)\]", cli(fleet.master_socket(host),
-                                                                "show proc"))
-    assert m, f"{host}: no master in show proc"
-    return int(m.group(1))
+    return proc_info(fleet, host).failed_reloads
 
 
 def break_reload(host: str) -> Hook:
@@ -124,7 +129,7 @@ def break_reload(host: str) -> Hook:
         before = failed_reloads(fleet, host)
         with fleet.config(host).open("a") as cfg:
             cfg.write("    option this-option-does-not-exist\n")
-        cli(fleet.master_socket(host), "reload")
+        send(str(fleet.master_socket(host)), "reload")
         wait_for(f"{host}'s master to count the failed reload",
                  lambda: failed_reloads(fleet, host) > before)
     return stage

@@ -35,12 +35,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import yaml
 
-from georelay_lab import bench_configs as cfg
+from georelay_dns.cli_support import cli_command
 from georelay_lab import certs, nginx_gateway, processes
+from georelay_lab.checkout import checkout
+from georelay_tools import bench_configs as cfg
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
@@ -173,10 +175,11 @@ class Bench:
         return inv
 
     def _deploy_georelay(self, **tunables: object) -> None:
+        repo = checkout()
         proc = subprocess.run(
             [str(BIN / "ansible-playbook"), "-i", str(self.inventory(**tunables)),
-             "playbooks/proxies.yml"], cwd=REPO, capture_output=True, text=True, check=False,
-            env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")})
+             "playbooks/proxies.yml"], cwd=repo, capture_output=True, text=True, check=False,
+            env={**os.environ, "ANSIBLE_CONFIG": str(repo / "ansible.cfg")})
         if proc.returncode != 0:
             raise SystemExit(f"deploying the georelay relay failed:\n{proc.stdout[-4000:]}")
 
@@ -336,42 +339,56 @@ def markdown(results: list[Result], memory: dict[str, float], idle: int, duratio
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def _variants(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
+    """--variant NAME:VAR=VALUE,... (values read as YAML) -> name -> tunables."""
+    variants: dict[str, dict[str, object]] = {}
+    for spec in specs:
+        name, colon, pairs = spec.partition(":")
+        parts = [p for p in re.split(r",(?=\w+=)", pairs) if p]
+        if not colon or not name or any("=" not in p for p in parts):
+            raise click.BadParameter(f"{spec!r}: write NAME:VAR=VALUE,... (e.g. "
+                                     "tuned:haproxy_nbthread=2), or NAME: for the defaults",
+                                     param_hint="--variant")
+        variants[name] = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in parts)}
+    return variants
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--duration", type=int, default=5)
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--idle", type=int, default=8000)
-    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "georelay-bench")
-    ap.add_argument("--json", type=Path, help="also write raw results here")
-    ap.add_argument("--variant", action="append", default=[], metavar="NAME:VAR=VALUE,...",
-                    help="compare role tunables instead (repeat; 'default:' for none)")
-    ap.add_argument("--variant-path", default="/small", choices=["/small", "/large"],
-                    help="body for --variant runs")
-    ap.add_argument("--variant-new-conn", action="store_true",
-                    help="--variant runs with a new connection per request")
-    ap.add_argument("--gateway-keepalive-requests", type=int,
-                    default=nginx_gateway.KEEPALIVE_REQUESTS,
-                    help="the gateway closes a connection after this many requests")
-    ap.add_argument("--pin", action=argparse.BooleanOptionalAction,
-                    default=len(os.sched_getaffinity(0)) > 1,
-                    help="relays on a CPU of their own, wrk and the gateway on the others "
-                         "(default where there are 2 CPUs or more)")
-    args = ap.parse_args(argv)
-    bench = Bench(args.work, args.duration, args.connections, args.reps, pin=args.pin,
-                  gateway_keepalive_requests=args.gateway_keepalive_requests)
-    if args.variant:
-        variants = {}
-        for spec in args.variant:
-            name, _, pairs = spec.partition(":")
-            variants[name] = {k: yaml.safe_load(v) for k, v in
-                              (p.split("=", 1) for p in re.split(r",(?=\w+=)", pairs) if p)}
+
+@cli_command("georelay-tools bench", distribution="georelay-tools")
+@click.option("--duration", type=click.IntRange(min=1), default=5, show_default=True,
+              help="seconds of each wrk run")
+@click.option("--connections", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--reps", type=click.IntRange(min=1), default=3, show_default=True,
+              help="runs of each target (the median is reported)")
+@click.option("--idle", type=click.IntRange(min=1), default=8000, show_default=True,
+              help="idle TLS client connections for the memory measurement")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(tempfile.gettempdir()) / "georelay-bench", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write raw results here")
+@click.option("--variant", "variant_specs", multiple=True, metavar="NAME:VAR=VALUE,...",
+              help="compare role tunables instead (repeat; 'default:' for none)")
+@click.option("--variant-path", default="/small", show_default=True,
+              type=click.Choice(["/small", "/large"]), help="body for --variant runs")
+@click.option("--variant-new-conn", is_flag=True,
+              help="--variant runs with a new connection per request")
+@click.option("--gateway-keepalive-requests", type=click.IntRange(min=1),
+              default=nginx_gateway.KEEPALIVE_REQUESTS, show_default=True,
+              help="the gateway closes a connection after this many requests")
+@click.option("--pin/--no-pin", default=len(os.sched_getaffinity(0)) > 1,
+              help="relays on a CPU of their own, wrk and the gateway on the others "
+                   "(default where there are 2 CPUs or more)")
+def command(duration: int, connections: int, reps: int, idle: int, work: Path,
+            json_path: Path | None, variant_specs: tuple[str, ...], variant_path: str,
+            variant_new_conn: bool, gateway_keepalive_requests: int, pin: bool) -> None:
+    """georelay's generated HAProxy side by side with an nginx relay, the seed config and
+    direct (make bench); root, on a quiet machine."""
+    variants = _variants(variant_specs)
+    bench = Bench(work, duration, connections, reps, pin=pin,
+                  gateway_keepalive_requests=gateway_keepalive_requests)
+    if variants:
         try:
             bench.prepare()
-            ratios = bench.compare(variants, args.reps, args.variant_path,
-                                   args.variant_new_conn)
+            ratios = bench.compare(variants, reps, variant_path, variant_new_conn)
         finally:
             bench.stop()
         for name, values in ratios.items():
@@ -382,15 +399,13 @@ def main(argv: list[str] | None = None) -> None:
         print("setting up gateway, georelay relay (ansible-playbook), nginx relay, seed ...")
         bench.prepare()
         results = bench.run()
-        memory = bench.idle_memory(args.idle)
+        memory = bench.idle_memory(idle)
     finally:
         bench.stop()
-    text = markdown(results, memory, args.idle, args.duration, args.connections, args.reps,
-                    args.pin)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    print(markdown(results, memory, idle, duration, connections, reps, pin))
+    if json_path:
+        json_path.write_text(json.dumps([r.__dict__ for r in results], indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    command(prog_name="python -m georelay_tools.bench")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Open-loop load on /healthz: a fixed request rate for a fixed time, then the numbers.
 
 Each request is scheduled at start + i/rate (not when the previous one ended), so a slow
@@ -6,15 +5,14 @@ answer cannot lower the offered load, and its latency is measured from its sched
 (no coordinated omission). Like Route53's checkers, every request uses a new connection.
 
   # through the proxy's public TLS listener (what Route53 reaches):
-  python agent/bench_healthz.py --address 127.0.1.1 --port 443 --host fast.example.com \
+  georelay-tools bench-healthz --address 127.0.1.1 --port 443 --host fast.example.com \
       --ca-file .lab/certs/lab-ca.pem --rate 200 --duration 10
   # straight to the agent:
-  python agent/bench_healthz.py --url http://127.0.1.1:8405/healthz --rate 200 --duration 10
+  georelay-tools bench-healthz --url http://127.0.1.1:8405/healthz --rate 200 --duration 10
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import socket
@@ -23,7 +21,13 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
+
+import click
+
+from georelay_dns.cli_support import cli_command
 
 
 class _Pinned(http.client.HTTPSConnection):
@@ -38,7 +42,24 @@ class _Pinned(http.client.HTTPSConnection):
         self.sock = ctx.wrap_socket(sock, server_hostname=self.host)
 
 
-def run(args: argparse.Namespace) -> dict[str, object]:
+@dataclass(frozen=True)
+class Load:
+    """What to load and how hard (the command's options)."""
+
+    url: str | None
+    address: str | None
+    port: int
+    host: str
+    path: str
+    ca_file: str | None
+    rate: float
+    duration: float
+    concurrency: int
+    timeout: float
+    expect: int
+
+
+def run(args: Load) -> dict[str, object]:
     if args.url:
         u = urlsplit(args.url)
         path = u.path or "/"
@@ -112,26 +133,36 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None}
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--url", help="plain HTTP URL of the agent's /healthz")
-    p.add_argument("--address", help="proxy address (public TLS listener)")
-    p.add_argument("--port", type=int, default=443)
-    p.add_argument("--host", default="fast.example.com", help="public name: SNI and Host")
-    p.add_argument("--path", default="/healthz")
-    p.add_argument("--ca-file")
-    p.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds")
-    p.add_argument("--concurrency", type=int, default=32, help="client threads")
-    p.add_argument("--timeout", type=float, default=5.0)
-    p.add_argument("--expect", type=int, default=200, help="status that is not an error")
-    args = p.parse_args()
+@cli_command("georelay-tools bench-healthz", distribution="georelay-tools")
+@click.option("--url", help="plain HTTP URL of the agent's /healthz")
+@click.option("--address", help="proxy address (public TLS listener)")
+@click.option("--port", type=click.IntRange(1, 65535), default=443, show_default=True)
+@click.option("--host", default="fast.example.com", show_default=True,
+              help="public name: SNI and Host")
+@click.option("--path", default="/healthz", show_default=True)
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
+              help="CA that signed the proxy's certificate (default: the system's)")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=200.0,
+              show_default=True, help="requests per second")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="seconds")
+@click.option("--concurrency", type=click.IntRange(min=1), default=32, show_default=True,
+              help="client threads")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True)
+@click.option("--expect", type=int, default=200, show_default=True,
+              help="status that is not an error")
+def command(**options: Any) -> None:
+    """Open-loop load on /healthz: a fixed request rate for a fixed time, then the numbers
+    (JSON); exit 1 when any request failed."""
+    args = Load(**options)
     if not args.url and not args.address:
-        p.error("give --url or --address")
+        raise click.UsageError("give --url (the agent itself) or --address (through the "
+                               "proxy's public listener)")
     result = run(args)
     print(json.dumps(result, indent=2))
-    return 0 if result["errors"] == 0 else 1
+    sys.exit(0 if result["errors"] == 0 else 1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    command(prog_name="python -m georelay_tools.bench_healthz")

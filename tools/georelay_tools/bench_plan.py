@@ -1,6 +1,6 @@
 """Measure georelay-dns plan/apply cost against a local moto_server (docs/BENCHMARKS-dns.md).
 
-    .venv/bin/python dns/bench_plan.py [--sizes 60,150,300] [--regions 15] [--services 3]
+    .venv/bin/georelay-tools bench-plan [--sizes 60,150,300] [--regions 15] [--services 3]
 
 For each size it writes an inventory (N proxies spread over the regions, every service),
 starts from an empty zone and measures: plan (empty zone), apply, plan again (in sync).
@@ -10,7 +10,6 @@ reading the inventory through ansible-inventory. Only loopback is used.
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
@@ -22,9 +21,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import click
 import yaml
 
 from georelay_dns.apply import apply_plan
+from georelay_dns.cli_support import cli_command
 from georelay_dns.plan import make_plan
 from georelay_dns.route53_read import find_zone, make_client, read_live
 from georelay_dns.settings import load_inputs
@@ -96,26 +97,36 @@ def measure(inv: Path, url: str) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="60,150,300")
-    ap.add_argument("--regions", type=int, default=15)
-    ap.add_argument("--services", type=int, default=3)
-    args = ap.parse_args()
+def _sizes(text: str) -> list[int]:
+    sizes = [s.strip() for s in text.split(",")]
+    if not all(s.isdigit() and int(s) > 0 for s in sizes):
+        raise click.BadParameter(f"{text!r}: write proxy counts separated by commas, e.g. "
+                                 "60,150,300", param_hint="--sizes")
+    return [int(s) for s in sizes]
+
+
+@cli_command("georelay-tools bench-plan", distribution="georelay-tools")
+@click.option("--sizes", default="60,150,300", show_default=True,
+              help="proxy counts, comma-separated")
+@click.option("--regions", type=click.IntRange(1, len(REGIONS)), default=15, show_default=True)
+@click.option("--services", type=click.IntRange(min=1), default=3, show_default=True)
+def command(sizes: str, regions: int, services: int) -> None:
+    """georelay-dns plan/apply cost against a local moto_server (docs/BENCHMARKS-dns.md)."""
+    counts = _sizes(sizes)
     proc, url = start_moto()
     os.environ.update({"AWS_ENDPOINT_URL_ROUTE_53": url, "AWS_ACCESS_KEY_ID": "bench",
                        "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"})
     try:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            probe = write_inventory(Path(tmp) / "probe", args.regions, args.regions, 1)
+            probe = write_inventory(Path(tmp) / "probe", regions, regions, 1)
             load_inventory(probe)
         print(f"ansible-inventory alone: {time.perf_counter() - t0:.2f}s")
-        for size in (int(s) for s in args.sizes.split(",")):
+        for size in counts:
             with tempfile.TemporaryDirectory() as tmp:
-                inv = write_inventory(Path(tmp) / "inv", size, args.regions, args.services)
+                inv = write_inventory(Path(tmp) / "inv", size, regions, services)
                 res = measure(inv, url)
-            print(f"\n== {size} proxies / {args.regions} regions / {args.services} services")
+            print(f"\n== {size} proxies / {regions} regions / {services} services")
             for step, r in res.items():
                 total = sum(r["calls"].values())
                 ops = ", ".join(f"{k} {v}" for k, v in sorted(r["calls"].items()))
@@ -127,4 +138,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    command(prog_name="python -m georelay_tools.bench_plan")

@@ -1,4 +1,5 @@
-"""`make drill`: fail parts of the running demo one at a time and show what happens.
+"""`make drill` (`georelay-tools drill`): fail parts of the running demo one at a time and
+show what happens.
 
 Against the fleet `make demo` runs (or any lab fleet: -i INVENTORY --lab-dir DIR), in order:
 
@@ -19,7 +20,6 @@ drill` sets them for the demo's moto_server).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -34,11 +34,10 @@ from pathlib import Path
 
 from georelay_lab import client, processes
 from georelay_lab.fleet_lab import FleetLab
-from georelay_lab.haproxy_cli import cli
+from georelay_lab.processes import haproxy_running, start_haproxy, stop_haproxy
 from georelay_model import Proxy, Region
 from georelay_model.facts import paths_below
 
-SETTLE_TIMEOUT = 45.0  # seconds a step may take to show (HAProxy checks, agent rise/fall)
 POLL = 0.25
 
 
@@ -51,47 +50,9 @@ def _tool(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-# ---- one proxy's HAProxy, as the role runs it in process mode -------------------------
-
 def proxy_root(lab: FleetLab, proxy: Proxy) -> Path:
     """The lab's georelay_root of a proxy (the demo's inventory puts it there too)."""
     return lab.lab_dir / "proxies" / proxy.name
-
-
-def haproxy_running(root: Path) -> bool:
-    paths = paths_below(str(root))
-    try:
-        return "# workers" in cli(paths["master_socket"], "show proc", timeout=2)
-    except OSError:
-        return False
-
-
-def stop_haproxy(root: Path) -> bool:
-    """Stop the proxy's HAProxy master (and so its workers). True if it was running."""
-    return processes.stop(Path(paths_below(str(root))["pid_file"]))
-
-
-def start_haproxy(root: Path, timeout: float = 15.0) -> None:
-    """Start HAProxy master-worker the way roles/haproxy does in process mode."""
-    paths = paths_below(str(root))
-    master = Path(paths["master_socket"])
-    master.unlink(missing_ok=True)  # stale: nothing answers on it
-    cmd = [shutil.which("haproxy") or "/usr/sbin/haproxy", "-W", "-S", f"{master},mode,600",
-           "-f", paths["config"], "-p", paths["pid_file"]]
-    log = Path(paths["log_file"])
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True, close_fds=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DrillError(f"haproxy exited ({' '.join(cmd)}); see {log}")
-        if haproxy_running(root):
-            return
-        time.sleep(0.1)
-    proc.kill()
-    raise DrillError(f"haproxy did not start within {timeout:g}s; see {log}")
 
 
 # ---- what users, agents and Route53 see ----------------------------------------------
@@ -182,7 +143,7 @@ class Drill:
     lab: FleetLab
     inventory: str
     out: Callable[[str], None] = print
-    settle_timeout: float = SETTLE_TIMEOUT
+    settle_timeout: float = 45.0  # seconds a step may take to show (checks, rise/fall)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -383,28 +344,3 @@ class Drill:
         self.say("\nDRILL PASSED: each failure was handled as expected, and the fleet is back "
                  "as it was.")
         return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="georelay-lab drill", description=__doc__.split(
-        "\n\n")[0])
-    parser.add_argument("-i", "--inventory", default="inventories/demo")
-    parser.add_argument("--lab-dir", default=".lab")
-    parser.add_argument("--settle-timeout", type=float, default=SETTLE_TIMEOUT,
-                        help="seconds each step may take to show")
-    args = parser.parse_args(argv)
-    if not Path(args.inventory).exists():
-        print(f"georelay-lab drill: no inventory {args.inventory}", file=sys.stderr)
-        return 2
-    lab = FleetLab.from_inventory(args.inventory, Path(args.lab_dir))
-    drill = Drill(lab, args.inventory, settle_timeout=args.settle_timeout,
-                  out=lambda s: print(s, flush=True))
-    try:
-        return drill.run()
-    except DrillError as exc:
-        print(f"georelay-lab drill: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 For each size S services x R regions (2 proxies per region) it builds the hostvars an
 inventory of that shape gives, validates them with the fleet model exactly as the role's
 georelay_fleet action does (``fleet_from_hostvars(..., rendered=True)`` then
-``proxy_facts``), renders ``templates/haproxy.cfg.j2`` with the role defaults of
+``proxy_facts``), renders ``roles/haproxy/templates/haproxy.cfg.j2`` with the role defaults of
 ``roles/haproxy/defaults/main.yml`` for one proxy, runs ``haproxy -c`` on it, then starts it
 as a master-worker (``-W -S``) on loopback and measures reloads through the master socket
 and the resident memory of master and worker.
@@ -12,7 +12,7 @@ A proxy renders only its own region's backends: the services count sets the size
 haproxy.cfg; the regions count sets the size of the fleet model the role validates on every
 host (and the Route53 tree, measured in docs/BENCHMARKS-dns.md).
 
-    .venv/bin/python -m georelay_lab.scale --sizes 10x5,50x10,200x20 --reloads 5
+    .venv/bin/georelay-tools scale --sizes 10x5,50x10,200x20 --reloads 5
 
 Gateways are addresses where nothing listens (health checks fail, which is work HAProxy
 really does at that size); nothing leaves loopback. Everything started is stopped.
@@ -20,7 +20,6 @@ really does at that size); nothing leaves loopback. Everything started is stoppe
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,21 +29,24 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import click
 import jinja2
 import yaml
 
-from georelay_lab import certs
-from georelay_lab.haproxy_cli import cli
+from georelay_agent.haproxy_runtime import master_command, send, show_proc
+from georelay_dns.cli_support import cli_command
+from georelay_lab import certs, pid_files
+from georelay_lab.checkout import in_checkout
 from georelay_model import fleet_from_hostvars
 from georelay_model.facts import proxy_facts
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "templates/haproxy.cfg.j2"
-DEFAULTS = REPO / "roles/haproxy/defaults/main.yml"
+TEMPLATE = "roles/haproxy/templates/haproxy.cfg.j2"  # in the checkout
+DEFAULTS = "roles/haproxy/defaults/main.yml"
 HAPROXY = "/usr/sbin/haproxy"
 REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
            "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "eu-south-1",
@@ -53,6 +55,7 @@ REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "
            "ap-southeast-3", "il-central-1", "ca-west-1", "eu-central-2", "eu-south-2",
            "me-central-1", "ap-south-2", "ap-southeast-4", "mx-central-1"]
 PROXIES_PER_REGION = 2
+T = TypeVar("T")
 
 
 @dataclass
@@ -99,43 +102,16 @@ def hostvars(services: int, regions: int, base: Path, tls_pem: Path,
 
 
 def role_defaults() -> dict[str, Any]:
-    values: dict[str, Any] = yaml.safe_load(DEFAULTS.read_text())
-    values.pop("haproxy_templates_dir", None)  # "{{ role_path }}/...": not used by the template
+    values: dict[str, Any] = yaml.safe_load(in_checkout(DEFAULTS).read_text())
     return values
 
 
 def render(facts: dict[str, Any]) -> str:
     env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True)
-    template = env.from_string(TEMPLATE.read_text())
+    template = env.from_string(in_checkout(TEMPLATE).read_text())
     return template.render(**role_defaults(), georelay_proxy=facts,
-                           ansible_managed="Ansible managed (georelay_lab.scale)")
-
-
-def show_proc(master: Path) -> tuple[int, int, list[int], list[int]] | None:
-    """(master pid, reloads, workers, old workers), or None when the master does not answer."""
-    try:
-        out = cli(master, "show proc")
-    except OSError:
-        return None
-    master_pid = reloads = -1
-    workers: list[int] = []
-    old: list[int] = []
-    section = ""
-    for line in out.splitlines():
-        if line.startswith("#"):
-            section = line
-            continue
-        fields = line.split()
-        if len(fields) < 3 or not fields[0].isdigit():
-            continue
-        if fields[1] == "master":
-            master_pid, reloads = int(fields[0]), int(fields[2])
-        elif section.startswith("# workers"):
-            workers.append(int(fields[0]))
-        elif section.startswith("# old workers"):
-            old.append(int(fields[0]))
-    return (master_pid, reloads, workers, old) if master_pid > 0 else None
+                           ansible_managed="Ansible managed (georelay_tools.scale)")
 
 
 def rss_kib(pid: int) -> int:
@@ -145,14 +121,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def wait(predicate: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise RuntimeError("timed out")
+def wait(predicate: Callable[[], T | None], timeout: float = 60.0) -> T:
+    """predicate's first true value, polled every 5 ms; RuntimeError after timeout s."""
+    value = pid_files.wait_for(predicate, timeout, interval=0.005)
+    if not value:
+        raise RuntimeError("timed out")
+    return value
 
 
 def measure(services: int, regions: int, reloads: int, keep: bool = False) -> Result:
@@ -190,30 +164,28 @@ def measure(services: int, regions: int, reloads: int, keep: bool = False) -> Re
         if check.returncode != 0:
             raise RuntimeError(f"haproxy -c failed:\n{check.stdout}{check.stderr}")
 
-        master = Path(paths["master_socket"])
+        master = paths["master_socket"]
         t = time.perf_counter()
-        with open(paths["log_file"], "ab") as log:
-            proc = subprocess.Popen([HAPROXY, "-W", "-S", f"{master},mode,600", "-f",
-                                     str(config), "-p", paths["pid_file"]],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True)
-        state = wait(lambda: (s := show_proc(master)) and s[2] and s)
+        proc = pid_files.spawn(master_command(HAPROXY, str(config), master, paths["pid_file"]),
+                               paths["log_file"])
+        state = wait(lambda: (s := show_proc(master)) and s.workers and s)
         start_ms = (time.perf_counter() - t) * 1000
         time.sleep(1)
-        rss_master, rss_worker = rss_kib(state[0]), sum(rss_kib(w) for w in state[2])
+        rss_master = rss_kib(state.master_pid)
+        rss_worker = sum(rss_kib(w) for w in state.worker_pids)
 
         times = []
         for _ in range(reloads):
             before = wait(lambda: show_proc(master))
             t = time.perf_counter()
-            cli(master, "reload")
-            wait(lambda b=before: (s := show_proc(master)) and s[1] > b[1] and s[2]
-                 and s[2] != b[2])
+            send(master, "reload")
+            wait(lambda b=before: (s := show_proc(master)) and s.reloads > b.reloads
+                 and s.workers and s.worker_pids != b.worker_pids)
             times.append((time.perf_counter() - t) * 1000)
-            wait(lambda: (s := show_proc(master)) and not s[3], timeout=40)
+            wait(lambda: (s := show_proc(master)) and not s.old_workers, timeout=40)
         time.sleep(1)
         state = wait(lambda: show_proc(master))
-        rss_after = sum(rss_kib(w) for w in state[2])
+        rss_after = sum(rss_kib(w) for w in state.worker_pids)
         return Result(services=services, regions=regions, proxies=len(hv),
                       backends_rendered=len(facts["backends"]), model_ms=round(model_ms, 1),
                       render_ms=round(render_ms, 1), config_bytes=len(text.encode()),
@@ -256,23 +228,34 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10x5,50x10,200x20",
-                        help="comma-separated SERVICESxREGIONS")
-    parser.add_argument("--reloads", type=int, default=5, help="reloads measured per size")
-    parser.add_argument("--json", action="store_true", help="print JSON lines, not a table")
-    args = parser.parse_args(argv)
+def _size(text: str) -> tuple[int, int]:
+    services, x, regions = text.strip().lower().partition("x")
+    if not (x and services.isdigit() and regions.isdigit() and int(services) > 0
+            and 0 < int(regions) <= len(REGIONS)):
+        raise click.BadParameter(f"{text!r}: write SERVICESxREGIONS, e.g. 50x10 (at most "
+                                 f"{len(REGIONS)} regions)", param_hint="--sizes")
+    return int(services), int(regions)
+
+
+@cli_command("georelay-tools scale", distribution="georelay-tools")
+@click.option("--sizes", default="10x5,50x10,200x20", show_default=True,
+              help="comma-separated SERVICESxREGIONS")
+@click.option("--reloads", type=click.IntRange(min=0), default=5, show_default=True,
+              help="reloads measured per size")
+@click.option("--json", "as_json", is_flag=True, help="print JSON lines, not a table")
+def command(sizes: str, reloads: int, as_json: bool) -> None:
+    """How haproxy.cfg, haproxy -c, start, reload and memory grow with services and
+    regions (docs/BENCHMARKS-scale.md)."""
+    shapes = [_size(size) for size in sizes.split(",")]
     results = []
-    for size in args.sizes.split(","):
-        services, regions = (int(n) for n in size.lower().split("x"))
-        result = measure(services, regions, args.reloads)
+    for services, regions in shapes:
+        result = measure(services, regions, reloads)
         results.append(result)
-        if args.json:
+        if as_json:
             print(json.dumps(asdict(result)), flush=True)
-    if not args.json:
+    if not as_json:
         print(table(results))
 
 
 if __name__ == "__main__":
-    main()
+    command(prog_name="python -m georelay_tools.scale")

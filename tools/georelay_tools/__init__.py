@@ -1,0 +1,1 @@
+"""georelay's tools: benchmarks, the drill and scale measurements (development only)."""
