@@ -71,9 +71,12 @@ class FleetLab:
     def domains(self, region: str) -> list[str]:
         return [s.apigw_domain(region) for s in self.fleet.services]
 
-    def ensure_certs(self) -> list[str]:
+    def ensure_certs(self) -> tuple[list[str], set[str]]:
+        """The lab CA and every certificate, issued where missing, stale or made before the
+        lab's certificates carried what strict validators require: what was done, and the
+        regions whose gateway certificate is new."""
         ca = certs.authority(self.certs_dir)
-        done = []
+        done, regions = [], set()
         public = self.certs_dir / "public.pem"
         if certs.ensure_server_pem(ca, public, [s.hostname for s in self.fleet.services]):
             done.append(f"issued {public}")
@@ -81,7 +84,8 @@ class FleetLab:
             pem = self.gateway_pem(region.name)
             if certs.ensure_server_pem(ca, pem, self.domains(region.name)):
                 done.append(f"issued {pem}")
-        return done
+                regions.add(region.name)
+        return done, regions
 
     def start_gateway(self, region: Region) -> str:
         if region.apigw_address is None or not region.apigw_address.is_ip:
@@ -114,7 +118,10 @@ class FleetLab:
         return processes.stop(self.gateway_files(region)[0])
 
     def up(self) -> list[str]:
-        lines = self.ensure_certs()
+        lines, reissued = self.ensure_certs()
+        for region in sorted(reissued):
+            if self.stop_gateway(region):  # it serves the old certificate
+                lines.append(f"stopped gateway {region}: its certificate was issued again")
         lines += [self.start_gateway(r) for r in self.fleet.regions]
         return lines
 
