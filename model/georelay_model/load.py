@@ -162,7 +162,7 @@ def _known_like(name: str) -> str:
     """Known variables of the same family (georelay_dns_*, georelay_agent_*...), as a hint."""
     family = "_".join(name.split("_")[:2]) + "_"
     same = sorted(k for k in KNOWN if k.startswith(family))
-    if family == "georelay_" or not same or len(same) > 12:
+    if family == "georelay_" or not same or len(same) > 16:
         return ""
     return f" (the {family}* ones: {', '.join(same)})"
 

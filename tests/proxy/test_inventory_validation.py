@@ -208,6 +208,71 @@ def test_the_demo_inventory_is_valid_read_raw_as_the_dns_tool_reads_it() -> None
     assert {r.name for r in fleet.regions} == {"us-east-1", "us-west-2"}
 
 
+# ---- unknown georelay_* variables ----
+
+def problems_of(hostvars: HostVars) -> list[str]:
+    with pytest.raises(InventoryError) as caught:
+        fleet_from_hostvars(hostvars, rendered=True)
+    return [str(p) for p in caught.value.problems]
+
+
+def test_an_unknown_georelay_variable_is_refused_without_a_close_name() -> None:
+    hostvars = good()
+    on("e1", georelay_metrics_listen="127.0.0.1:9100")(hostvars)
+    [problem] = problems_of(hostvars)
+    assert problem.startswith("e1: georelay_metrics_listen: is not a georelay variable "
+                              "(set for host(s) e1). Fix: remove it;")
+    assert "'The inventory contract'" in problem
+
+
+def test_an_unknown_georelay_variable_set_for_all_says_so_once() -> None:
+    hostvars = good()
+    on_all(georelay_zzz=1)(hostvars)
+    [problem] = problems_of(hostvars)
+    assert problem.startswith("all: georelay_zzz: is not a georelay variable (set for every "
+                              "host (group_vars/all")
+
+
+def test_an_unknown_variable_of_a_family_lists_its_known_names() -> None:
+    hostvars = good()
+    on("w1", georelay_dns_retries=3)(hostvars)
+    [problem] = problems_of(hostvars)
+    assert "w1: georelay_dns_retries: is not a georelay variable" in problem
+    assert "georelay_dns_ttl" in problem and "remove it" in problem
+
+
+def test_a_close_misspelling_names_the_known_variable() -> None:
+    hostvars = good()
+    on_all(georelay_agent_probe_intervall=5)(hostvars)
+    [problem] = problems_of(hostvars)
+    assert "did you mean georelay_agent_probe_interval?" in problem
+
+
+def test_other_roles_haproxy_variables_pass_unless_a_near_miss() -> None:
+    hostvars = good()
+    on_all(haproxy_frontend_name="web", haproxy_backend_servers=[])(hostvars)
+    assert len(fleet_from_hostvars(hostvars, rendered=True).proxies) == 3
+
+
+def test_georelay_dns_settings_are_read_by_the_model_with_the_contract_defaults() -> None:
+    fleet = fleet_from_hostvars(good(), rendered=True)
+    assert (fleet.dns.mode, fleet.dns.ttl, fleet.dns.health.path) == ("proxy", 60, "/healthz")
+    hostvars = good()
+    on_all(georelay_dns_health_path="/ready", georelay_dns_ttl="30")(hostvars)
+    fleet = fleet_from_hostvars(hostvars, rendered=True)
+    assert (fleet.dns.ttl, fleet.dns.health.path) == (30, "/ready")
+    on("e2", georelay_dns_health_path="/other")(hostvars)
+    assert any(p.startswith("e2: georelay_dns_health_path: differs from e1's value")
+               for p in problems_of(hostvars))
+
+
+@pytest.mark.parametrize("inventory", ["inventories/demo", "inventories/demo-hosts",
+                                       "molecule/default/inventory"])
+def test_the_projects_own_inventories_set_no_unknown_variable(inventory: str) -> None:
+    fleet = fleet_from_hostvars(load_inventory(REPO / inventory))
+    assert fleet.proxies
+
+
 # ---- the public TLS bundle ----
 
 def write(path: Path, data: bytes) -> str:
