@@ -181,6 +181,62 @@ def build(src: Path) -> tuple[str, bytes, dict[str, Any]]:
     return filename, buffer.getvalue(), project
 
 
+Pins = dict[str, tuple[str, set[str], str]]
+
+
+def read_pins(path: Path, project: dict[str, Any]) -> Pins:
+    """{normalized name: (version, sha256 hashes, name as written)} of a hash-pinned
+    requirements file (what pip --require-hashes accepts), checked to satisfy the wheel's
+    dependencies."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise WheelError(f"georelay_agent_requirements: cannot read {path} "
+                         f"({exc.strerror}). Fix: a control-node requirements file, or '' for "
+                         "the collection's agent/requirements-host.txt") from exc
+    pins: Pins = {}
+    for line in text.replace("\\\n", " ").splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        hashes = {w.split("=", 1)[1].removeprefix("sha256:") for w in words[1:]
+                  if w.startswith("--hash=sha256:")}
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^;\s]+)", words[0])
+        if not match or not hashes:
+            raise WheelError(f"georelay_agent_requirements: {path}: {words[0]!r} is not "
+                             "pinned with its hashes, which pip --require-hashes needs. Fix: "
+                             "NAME==VERSION --hash=sha256:... for every file pip may pick "
+                             "(pip download, then pip hash)")
+        pins[_normalize(match.group(1))] = (match.group(2), hashes, match.group(1))
+    for dep in project["dependencies"]:
+        req = Requirement(dep)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        pin = pins.get(_normalize(req.name))
+        if pin is None or not req.specifier.contains(pin[0], prereleases=True):
+            raise WheelError(f"georelay_agent_requirements: {path} does not satisfy the agent's "
+                             f"dependency {dep} (pinned: {pin[0] if pin else 'nothing'}). Fix: "
+                             "pin a version the agent's pyproject.toml accepts")
+    return pins
+
+
+def check_wheelhouse(wheelhouse: Path, pins: Pins) -> None:
+    """Fail unless the wheelhouse holds, for every pin, a file with one of its hashes."""
+    if not wheelhouse.is_dir():
+        raise WheelError(f"georelay_agent_wheelhouse: {wheelhouse} is not a directory on the "
+                         "control node. Fix: pip download --require-hashes -r "
+                         f"agent/requirements-host.txt --only-binary :all: -d {wheelhouse}")
+    for name, (version, hashes, _written) in sorted(pins.items()):
+        found = [f for f in wheelhouse.iterdir()
+                 if f.is_file() and _normalize(f.name).startswith(f"{name}-{version}")
+                 and hashlib.sha256(f.read_bytes()).hexdigest() in hashes]
+        if not found:
+            raise WheelError(f"georelay_agent_wheelhouse: {wheelhouse} has no file of "
+                             f"{name}=={version} with a hash the requirements allow. Fix: pip "
+                             "download --require-hashes -r <requirements> --only-binary :all: "
+                             f"-d {wheelhouse}")
+
+
 def write(dest: Path, filename: str, data: bytes) -> bool:
     """Write the wheel into dest atomically; False when the same bytes are already there."""
     path = dest / filename
@@ -204,7 +260,7 @@ def write(dest: Path, filename: str, data: bytes) -> bool:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("src", "dest"))
+    _VALID_ARGS = frozenset(("src", "dest", "requirements", "wheelhouse"))
     _requires_connection = False
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -212,11 +268,18 @@ class ActionModule(ActionBase):
         _, args = self.validate_argument_spec(argument_spec={
             "src": {"type": "path"},
             "dest": {"type": "path", "default": DEFAULT_DEST},
+            "requirements": {"type": "path"},
+            "wheelhouse": {"type": "path"},
         })
         src = Path(args["src"]) if args["src"] else DEFAULT_SRC
         dest = Path(os.path.expanduser(args["dest"]))
         try:
             filename, data, project = build(src)
+            requirements = (Path(args["requirements"]) if args["requirements"]
+                            else src / "requirements-host.txt")
+            pins = read_pins(requirements, project)
+            if args["wheelhouse"]:
+                check_wheelhouse(Path(args["wheelhouse"]), pins)
             # Also in check mode: the wheel is a control-node artifact the role's copy task
             # previews against; nothing on the host changes here.
             changed = write(dest, filename, data)
@@ -230,5 +293,6 @@ class ActionModule(ActionBase):
                       sha256=hashlib.sha256(data).hexdigest(), name=project["name"],
                       version=project["version"], src=str(src),
                       requires_python=project.get("requires-python"),
-                      dependencies=project["dependencies"])
+                      dependencies=project["dependencies"], requirements=str(requirements),
+                      pins=[f"{w}=={v}" for _n, (v, _h, w) in sorted(pins.items())])
         return result

@@ -32,6 +32,19 @@ options:
     description: Control-node directory the wheel is written to (created when missing).
     type: path
     default: ~/.cache/georelay/wheels
+  requirements:
+    description:
+      - Control-node requirements file of the agent's dependencies, hash-pinned for
+        C(pip install --require-hashes) (C(NAME==VERSION --hash=sha256:...)). It is checked
+        here - every line pinned with its hashes, and the pins satisfy the wheel's
+        C(Requires-Dist) - so a wrong file fails before any host is touched.
+      - Default is C(requirements-host.txt) in O(src).
+    type: path
+  wheelhouse:
+    description:
+      - Control-node directory of the dependencies' files for hosts that cannot reach
+        PyPI. When given, it must hold a file of every pin with one of its allowed hashes.
+    type: path
 attributes:
   action:
     support: full
@@ -103,4 +116,15 @@ dependencies:
   elements: str
   returned: success
   sample: [prometheus-client>=0.17]
+requirements:
+  description: The requirements file that was checked.
+  type: str
+  returned: success
+pins:
+  description: The pinned requirements of that file, C(NAME==VERSION) (the role's check
+    mode compares the virtualenv's packages with them).
+  type: list
+  elements: str
+  returned: success
+  sample: [prometheus-client==0.26.0]
 """
