@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 import yaml
 
+from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc, send
 from georelay_lab import client, nginx_gateway, programs
 from georelay_lab.fleet_lab import FleetLab
 from georelay_lab.fleet_lab import down as lab_down
-from georelay_lab.haproxy_cli import cli
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -181,7 +181,7 @@ def sha(path: Path) -> str:
 
 def unix_cli(path: Path, command: str, timeout: float = 3.0) -> str:
     """One command on an HAProxy CLI socket (master or stats), its whole answer."""
-    return cli(path, command, timeout)
+    return send(str(path), command, connect_timeout=timeout, read_timeout=timeout)
 
 
 @contextmanager
@@ -345,12 +345,15 @@ class LabFleet:
                                             client.context(self.ca_file))
 
     def show_proc(self, proxy: str) -> str:
+        """The proxy's master `show proc`, as HAProxy answers it."""
         return unix_cli(self.master_socket(proxy), "show proc")
 
+    def proc(self, proxy: str) -> ProcInfo:
+        """The proxy's master `show proc`, parsed (workers, old workers, reload counters)."""
+        return parse_show_proc(self.show_proc(proxy))
+
     def reloads(self, proxy: str) -> int:
-        m = re.search(r"master\s+(\d+)\s+\[failed:\s*(\d+)\]", self.show_proc(proxy))
-        assert m, self.show_proc(proxy)
-        return int(m.group(1))
+        return self.proc(proxy).reloads
 
     def wait_healthy(self, proxy: str, timeout: float = 10.0) -> None:
         """Until every gateway server of the proxy is UP (checks passed)."""

@@ -9,19 +9,22 @@ worker handing over during a reload) is retried once after a short pause.
 from __future__ import annotations
 
 import csv
-import errno
 import io
-import re
-import socket
-import time
 from dataclasses import dataclass, field
 
-MAX_ANSWER = 8 * 1024 * 1024  # bytes; "show stat" of a large config is well below this
-_RETRYABLE = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN}
+# The socket client and the ``show proc`` parser are the collection's one toolkit
+# (plugins/module_utils/haproxy_runtime.py), installed with the agent as haproxy_runtime.
+from georelay_agent.haproxy_runtime import (
+    MAX_ANSWER,
+    ProcInfo,
+    RuntimeAPIError,
+    parse_show_proc,
+    send,
+)
 
-
-class RuntimeAPIError(Exception):
-    """The Runtime API could not be asked or did not answer; the text says which and why."""
+__all__ = ["MAX_ANSWER", "BackendStat", "ProcInfo", "RuntimeAPI", "RuntimeAPIError",
+           "ServerStat", "parse_proc", "parse_stat", "pending_reload_failure",
+           "reload_failure_warning"]
 
 
 @dataclass
@@ -70,16 +73,6 @@ class BackendStat:
         return [s for s in self.servers if s.backup]
 
 
-@dataclass
-class ProcInfo:
-    reloads: int
-    failed_reloads: int
-
-    @property
-    def succeeded_reloads(self) -> int:
-        return self.reloads - self.failed_reloads
-
-
 def pending_reload_failure(proc: ProcInfo, last_failed: int,
                            succeeded_at_failure: int | None) -> int | None:
     """Whether the latest reload failed, from two successive ``show proc`` answers.
@@ -113,57 +106,11 @@ class RuntimeAPI:
         self.retry_pause = retry_pause
 
     def command(self, command: str) -> str:
-        """The whole answer to one command."""
-        try:
-            return self._once(command)
-        except OSError as exc:
-            if exc.errno not in _RETRYABLE:
-                raise RuntimeAPIError(self._describe(exc)) from exc
-        time.sleep(self.retry_pause)  # a reload hands the socket over within milliseconds
-        try:
-            return self._once(command)
-        except OSError as exc:
-            raise RuntimeAPIError(self._describe(exc)) from exc
-
-    def _describe(self, exc: OSError) -> str:
-        if isinstance(exc, TimeoutError):
-            return f"{self.path}: no answer ({exc})"
-        return f"{self.path}: {exc.strerror or exc}"
-
-    def _once(self, command: str) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.connect_timeout)
-            try:
-                sock.connect(self.path)
-            except TimeoutError as exc:
-                raise TimeoutError(f"connect timed out after {self.connect_timeout:g}s") \
-                    from exc
-            deadline = time.monotonic() + self.read_timeout
-            sock.settimeout(self.read_timeout)
-            sock.sendall(command.encode() + b"\n")
-            sock.shutdown(socket.SHUT_WR)  # the master CLI answers once it sees the end
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"read timed out after {self.read_timeout:g}s")
-                sock.settimeout(left)
-                try:
-                    data = sock.recv(65536)
-                except TimeoutError as exc:
-                    raise TimeoutError(f"read timed out after {self.read_timeout:g}s") from exc
-                if not data:
-                    break
-                chunks.append(data)
-                size += len(data)
-                if size > MAX_ANSWER:
-                    raise OSError(errno.EMSGSIZE, f"answer larger than {MAX_ANSWER} bytes")
-        answer = b"".join(chunks).decode("utf-8", "replace")
-        first = answer.lstrip().split("\n", 1)[0]
-        if first.startswith(("Unknown command", "Permission denied")):
-            raise RuntimeAPIError(f"{self.path}: {command!r} refused: {first.strip()}")
-        return answer
+        """The whole answer to one command (a socket missing or refusing for a moment is
+        asked once more; an "Unknown command" or "Permission denied" answer raises)."""
+        return send(self.path, command, connect_timeout=self.connect_timeout,
+                    read_timeout=self.read_timeout, retries=1, retry_pause=self.retry_pause,
+                    refused_is_error=True)
 
     def info(self) -> dict[str, str]:
         """``show info`` as a mapping (Pid, Uptime_sec, Version, Stopping, ...)."""
@@ -223,11 +170,5 @@ def parse_stat(text: str) -> dict[str, BackendStat]:
     return backends
 
 
-_MASTER = re.compile(r"^\s*\d+\s+master\s+(\d+)\s+\[failed:\s*(\d+)\]", re.M)
-
-
-def parse_proc(text: str) -> ProcInfo:
-    m = _MASTER.search(text)
-    if not m:
-        raise RuntimeAPIError(f"'show proc' answered {text[:80]!r}")
-    return ProcInfo(reloads=int(m.group(1)), failed_reloads=int(m.group(2)))
+# ``show proc`` of the master CLI, under the name the agent has always used.
+parse_proc = parse_show_proc

@@ -48,9 +48,6 @@ VARS: tuple[Var, ...] = (
     Var("georelay_agent_port", "host", 8405, "port the health agent listens on"),
     # Tunables of roles/georelay_agent (defaults in its defaults/main.yml, types in its
     # meta/argument_specs.yml; docs/AGENT.md).
-    Var("georelay_agent_templates_dir", "all", "<repo>/templates",
-        "directory holding georelay-agent.json.j2"),
-    Var("georelay_agent_source_dir", "all", "<repo>/agent", "control node: the agent's source"),
     Var("georelay_agent_python", "host", "/usr/bin/python3", "interpreter of the agent's venv"),
     Var("georelay_agent_requirements", "all", ["prometheus-client>=0.17"],
         "pip requirements of the agent's virtualenv"),
@@ -118,7 +115,7 @@ VARS: tuple[Var, ...] = (
 # Tunables of roles/haproxy (defaults in its defaults/main.yml, types in its
 # meta/argument_specs.yml). Listed so a misspelt one is caught, not silently ignored.
 ROLE_TUNABLES: tuple[str, ...] = (
-    "haproxy_templates_dir", "haproxy_binary", "haproxy_package", "haproxy_user",
+    "haproxy_binary", "haproxy_package", "haproxy_user",
     "haproxy_group", "haproxy_nbthread", "haproxy_maxconn", "haproxy_log_level",
     "haproxy_log_normal_requests",
     "haproxy_hard_stop_after",
@@ -134,6 +131,10 @@ ROLE_TUNABLES: tuple[str, ...] = (
 )
 
 KNOWN: frozenset[str] = frozenset(v.name for v in VARS) | frozenset(ROLE_TUNABLES)
+
+# Each variable's default, written once (above): the fleet model, the facts and georelay-dns
+# read it from here.
+DEFAULTS: dict[str, object] = {v.name: v.default for v in VARS}
 
 SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path"})
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from typing import Any
 
+from georelay_model.contract import DEFAULTS
 from georelay_model.fleet import SYSTEM_CA_BUNDLE, Fleet, Proxy
 
 # HAProxy refuses unix socket paths longer than this (sun_path less its own suffixes).
@@ -43,8 +45,22 @@ def paths_below(root: str) -> dict[str, str]:
     }
 
 
-def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
-    """The normalised view of one proxy that templates/haproxy.cfg.j2 renders."""
+def healthz_path(variables: Mapping[str, Any]) -> str:
+    """The path Route53's health checks ask and HAProxy sends to the agent: the inventory's
+    georelay_dns_health_path, else its default in the contract."""
+    value = variables.get("georelay_dns_health_path")
+    return str(value) if value else str(DEFAULTS["georelay_dns_health_path"])
+
+
+def url_host(address: str) -> str:
+    """An address as it stands before :port in a bind line or a URL ([v6] bracketed)."""
+    return f"[{address}]" if ":" in address else address
+
+
+def proxy_facts(fleet: Fleet, host: str, healthz: str | None = None) -> dict[str, Any]:
+    """The normalised view of one proxy that roles/haproxy/templates/haproxy.cfg.j2 renders
+    (and roles/georelay_agent's agent.json). healthz: see healthz_path(), default its
+    default."""
     proxy = fleet.proxy(host)
     region = fleet.region(proxy.region)
     paths = proxy_paths(proxy)
@@ -65,16 +81,31 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
             "resolve": not gateway.is_ip,
             "health_path": service.health_path,
             "backups": backups,
+            # Real traffic's errors mark the home gateway down at once only where there is
+            # a backup to go to (haproxy.cfg.j2 explains why).
+            "mark_down_on_errors": bool(backups),
         })
     return {
         "name": proxy.name,
         "region": proxy.region,
         "bind_address": proxy.bind_address,
+        "bind_host": url_host(proxy.bind_address),  # before :port in haproxy.cfg's bind
+        # Where the role's own check reaches the public listener (https://HOST:port/).
+        "self_check_host": url_host(proxy.bind_address or "127.0.0.1"),
         "https_port": proxy.https_port,
         "http_port": proxy.http_port,
         "service_manager": proxy.service_manager,
         "root": proxy.root,
+        # systemd at /: Debian's package owns /run/haproxy and the chroot, and the traffic
+        # log goes to journald (/dev/log); else the role makes its own layout and, in
+        # process mode, the master's output is the log.
+        "debian_layout": proxy.service_manager == "systemd" and proxy.root == "/",
+        "log_target": "stdout format raw" if proxy.service_manager == "process" else "/dev/log",
         "paths": paths,
+        # Some gateway is addressed by name: haproxy.cfg gets a resolvers section.
+        "resolving": any(b["resolve"] or any(k["resolve"] for k in b["backups"])
+                         for b in backends),
+        "healthz_path": healthz or healthz_path({}),
         "backend_ca": paths["backend_ca"] if fleet.backend_ca else SYSTEM_CA_BUNDLE,
         "backend_ca_source": fleet.backend_ca,
         "tls_pem_source": fleet.tls_pem,

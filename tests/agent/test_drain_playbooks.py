@@ -51,7 +51,7 @@ def test_drain_and_undrain_one_proxy(undrained: AgentFleet) -> None:
     assert f"drained e1: {REASON} (id playbook, by " in run.text
     assert f"the agent now answers /healthz with 503: draining: {REASON}" in run.text
     assert f"to undo, run ansible-playbook -i {fleet.inventory} " in run.text
-    assert "/playbooks/undrain.yml -l e1" in run.text
+    assert " georelay.relay.undrain -l e1" in run.text
     assert fleet.public_healthz("e1") == (503, f"draining: {REASON}\n")
     assert fleet.public_healthz("w1")[0] == 200  # only the targeted proxy
     # HAProxy is not touched: users who still hold its address are served.
@@ -71,7 +71,7 @@ def test_drain_and_undrain_one_proxy(undrained: AgentFleet) -> None:
     assert run.changed() == {"e1": 1}
     assert f"removed drain: playbook | {REASON}" in run.text
     assert "the agent now answers /healthz with 200: georelay-healthy" in run.text
-    assert "/playbooks/drain.yml -l e1 -e" in run.text  # how to drain it again
+    assert " georelay.relay.drain -l e1 -e" in run.text  # how to drain it again
     assert fleet.public_healthz("e1") == (200, "georelay-healthy\n")
 
     run = play(fleet, "undrain.yml", "-l", "e1")

@@ -10,39 +10,29 @@ run on this machine, on its address on the lab's bridge.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent_support import AGENT_VARS, AgentFleet
+from georelay_agent import haproxy_runtime
+from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc
 from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.hosts import Host, HostLab
-from support import BIN, REPO, Played, run, short_dir
+from support import BIN, Played, run, short_dir
 
 LAB = "test"
 SUBNET = "10.213.1.0/24"
 GATEWAY_PORT = 8443  # region i's stand-in gateway: GATEWAY_PORT + i on the bridge address
 
-SOCKET_SCRIPT = """
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(5)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\\n")
-s.shutdown(socket.SHUT_WR)
-out = b""
-while True:
-    data = s.recv(65536)
-    if not data:
-        break
-    out += data
-sys.stdout.write(out.decode(errors="replace"))
-"""
+# HAProxy's sockets on a host are asked with the collection's own client, run by the host's
+# python3 (nothing of georelay's Python needs to be installed there for it).
+RUNTIME_CLIENT = Path(haproxy_runtime.__file__).read_text()
 
 
 @dataclass(eq=False)
@@ -120,7 +110,7 @@ class HostFleet(AgentFleet):
         return self.ssh(proxy, f"sudo sh -c {shlex.quote(command)}", **kw).stdout
 
     def socket_cli(self, proxy: str, socket_path: str, command: str) -> str:
-        return self.sudo(proxy, f"python3 -c {shlex.quote(SOCKET_SCRIPT)} "
+        return self.sudo(proxy, f"python3 -c {shlex.quote(RUNTIME_CLIENT)} "
                                 f"{shlex.quote(socket_path)} {shlex.quote(command)}")
 
     def ssh_env(self, fresh_connections: bool = False) -> dict[str, str]:
@@ -136,19 +126,22 @@ class HostFleet(AgentFleet):
         return run([str(BIN / "ansible-playbook"), "-i", str(self.inventory), playbook, *args],
                    timeout=timeout, env=self.ssh_env(fresh_connections))
 
-    def run_module(self, proxy: str, module: str, args: str) -> subprocess.CompletedProcess[str]:
-        """One of the roles' own modules on the host, over SSH with become (ansible ad hoc)."""
+    def run_module(self, proxy: str, module: str,
+                   args: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        """One of the collection's modules (georelay.relay.NAME) on the host, over SSH with
+        become (ansible ad hoc; the checkout's ansible.cfg resolves the collection)."""
         return run([str(BIN / "ansible"), proxy, "-i", str(self.inventory), "-b",
-                    "-M", str(REPO / "roles/haproxy/library"), "-m", module, "-a", args],
+                    "-m", f"georelay.relay.{module}", "-a", json.dumps(args)],
                    timeout=120, env=self.ssh_env())
 
     def show_proc(self, proxy: str) -> str:
         return self.socket_cli(proxy, "/run/haproxy-master.sock", "show proc")
 
+    def proc(self, proxy: str) -> ProcInfo:
+        return parse_show_proc(self.show_proc(proxy))
+
     def failed_reloads(self, proxy: str) -> int:
-        m = re.search(r"master\s+\d+\s+\[failed:\s*(\d+)\]", self.show_proc(proxy))
-        assert m, self.show_proc(proxy)
-        return int(m.group(1))
+        return self.proc(proxy).failed_reloads
 
     def wait_healthy(self, proxy: str, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 
 from georelay_lab import certs
+from georelay_model.facts import paths_below
 from host_support import HostFleet, host_fleet, host_state, play, run_systemd_blocks
 from reliability_support import record_figures
 from support import SERVICES, Played
@@ -78,7 +79,7 @@ def test_apt_installs_debian_haproxy_and_its_unit_runs_the_generated_config(
         cmdline = fleet.sudo(proxy, f"tr '\\0' ' ' < /proc/{unit['MainPID']}/cmdline")
         assert "-f /etc/haproxy/haproxy.cfg" in cmdline and "-S /run/haproxy-master.sock" in \
             cmdline, cmdline
-        assert "# workers" in fleet.show_proc(proxy)
+        assert fleet.proc(proxy).workers, fleet.show_proc(proxy)
         fleet.sudo(proxy, "haproxy -c -q -f /etc/haproxy/haproxy.cfg")
 
 
@@ -178,16 +179,14 @@ def test_reloads_under_load_over_ssh_drop_no_request(deployed: Deployed) -> None
     proxy = "e1"
     reloads = 20
     before = fleet.failed_reloads(proxy)
-    module = ("state=reloaded manager=systemd config=/etc/haproxy/haproxy.cfg "
-              "master_socket=/run/haproxy-master.sock pid_file=/run/haproxy.pid "
-              "log_file=/var/log/haproxy/haproxy.log admin_socket=/run/haproxy/admin.sock "
-              "state_file=/var/lib/haproxy/server-state timeout=30")
+    module = {"state": "reloaded", "manager": "systemd", "paths": paths_below("/"),
+              "timeout": 30}
     with Traffic(fleet, proxy, "fast.example.com") as traffic:
         traffic.wait_for(20)
         for i in range(reloads):
             fleet.sudo(proxy, f"sed -i 's/^# reload-mark.*//' /etc/haproxy/haproxy.cfg; "
                               f"echo '# reload-mark {i}' >> /etc/haproxy/haproxy.cfg")
-            proc = fleet.run_module(proxy, "georelay_haproxy_master", module)
+            proc = fleet.run_module(proxy, "haproxy_master", module)
             assert proc.returncode == 0, proc.stdout[-3000:]
         time.sleep(0.5)
     summary = traffic.summary()

@@ -25,7 +25,10 @@ from georelay_model.facts import paths_below
 from support import REPO, LabFleet, unix_cli
 from traffic import Sample, Traffic
 
-MASTER_MODULE = REPO / "roles/haproxy/library/georelay_haproxy_master.py"
+# The role's module georelay.relay.haproxy_master; it imports the collection's module_utils
+# as ansible_collections.georelay.relay..., which the checkout's link resolves (make setup).
+MASTER_MODULE = REPO / "plugins/modules/haproxy_master.py"
+COLLECTIONS = REPO / ".collections"
 
 # Old workers must be gone this long after a reload (the product default is 30s/5s).
 RELOAD_VARS = {"haproxy_hard_stop_after": "3s"}  # close-spread-time: the role's default (off)
@@ -76,18 +79,19 @@ def deployed_fleet(all_vars: dict[str, Any], *, services: list[dict[str, Any]] |
 def module_reload(fleet: LabFleet, proxy: str, timeout: int = 30) -> dict[str, Any]:
     """One hitless reload through roles/haproxy's own module, exactly as the handler runs it.
 
-    The handler "Reload HAProxy hitlessly" calls georelay_haproxy_master with state=reloaded;
-    an Ansible module runs as a script reading {"ANSIBLE_MODULE_ARGS": ...} from a file.
+    The handler "Reload HAProxy hitlessly" calls georelay.relay.haproxy_master with
+    state=reloaded and the fact's paths. The module runs as Ansible runs it on the host: its
+    arguments as {"ANSIBLE_MODULE_ARGS": ...} in a file, the collection importable (here
+    from the checkout, without ansible's start-up on every one of 50 reloads).
     """
-    paths = paths_below(str(fleet.root(proxy)))
+    assert (COLLECTIONS / "ansible_collections/georelay/relay").exists(), \
+        f"{COLLECTIONS}: no link to the checkout as georelay.relay (run make setup)"
     args = {"state": "reloaded", "manager": "process", "binary": "/usr/sbin/haproxy",
-            "config": paths["config"], "master_socket": paths["master_socket"],
-            "pid_file": paths["pid_file"], "log_file": paths["log_file"],
-            "admin_socket": paths["admin_socket"], "state_file": paths["state_file"],
-            "timeout": timeout}
+            "paths": paths_below(str(fleet.root(proxy))), "timeout": timeout}
     args_file = fleet.base / "reload-args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.run([sys.executable, str(MASTER_MODULE), str(args_file)],
+    env = {**os.environ, "PYTHONPATH": str(COLLECTIONS)}
+    proc = subprocess.run([sys.executable, str(MASTER_MODULE), str(args_file)], env=env,
                           capture_output=True, text=True, timeout=timeout + 30, check=False)
     try:
         result: dict[str, Any] = json.loads(proc.stdout)
@@ -95,19 +99,6 @@ def module_reload(fleet: LabFleet, proxy: str, timeout: int = 30) -> dict[str, A
         raise AssertionError(f"the module said:\n{proc.stdout}\n{proc.stderr}") from None
     assert proc.returncode == 0 and not result.get("failed"), result
     return result
-
-
-def proc_table(show_proc: str) -> dict[str, list[int]]:
-    """`show proc` of the master socket: pids of 'workers' and 'old workers'."""
-    out: dict[str, list[int]] = {"workers": [], "old workers": []}
-    section: str | None = None
-    for line in show_proc.splitlines():
-        if line.startswith("# "):
-            name = line[2:].strip()
-            section = name if name in out else None
-        elif section and line.strip() and line.split()[0].isdigit():
-            out[section].append(int(line.split()[0]))
-    return out
 
 
 def stat_rows(fleet: LabFleet, proxy: str) -> list[dict[str, str]]:

@@ -1,7 +1,7 @@
 """Reloads under load: 50 hitless reloads in a row, and a config haproxy -c rejects.
 
-Reloads go through roles/haproxy/library/georelay_haproxy_master.py, the module the role's
-"Reload HAProxy hitlessly" handler runs (state=reloaded). The fleet sets
+Reloads go through georelay.relay.haproxy_master (plugins/modules/haproxy_master.py), the
+module the role's "Reload HAProxy hitlessly" handler runs (state=reloaded). The fleet sets
 haproxy_hard_stop_after 3s (RELOAD_VARS); close-spread-time stays off, the role's default:
 with it, HAProxy 2.6.12 closes idle kept-alive client connections during a reload despite
 `option idle-close-on-response` (docs/BENCHMARKS-reliability.md).
@@ -13,11 +13,7 @@ import http.client
 import threading
 import time
 
-from reliability_support import (
-    module_reload,
-    proc_table,
-    record_figures,
-)
+from reliability_support import module_reload, record_figures
 from support import LabFleet, sha
 from traffic import Traffic
 
@@ -60,13 +56,13 @@ def test_fifty_reloads_drop_no_request_and_leave_no_old_worker(reload_fleet: Lab
         last_reload = time.monotonic()
         reloading = last_reload - start
         time.sleep(1)
-        old_after_1s = len(proc_table(fleet.show_proc("p1"))["old workers"])
+        old_after_1s = len(fleet.proc("p1").old_workers)
     assert fleet.reloads("p1") == before + RELOADS
-    while (proc_table(fleet.show_proc("p1"))["old workers"]
+    while (fleet.proc("p1").old_workers
            and time.monotonic() < last_reload + HARD_STOP_AFTER_S + 6):
         time.sleep(0.1)
     old_gone_s = time.monotonic() - last_reload
-    table = proc_table(fleet.show_proc("p1"))
+    table = fleet.proc("p1")
     slow.join(timeout=15)
     figures = traffic.summary()
     figures.update(reloads=RELOADS, reloading_s=round(reloading, 1),
@@ -77,9 +73,9 @@ def test_fifty_reloads_drop_no_request_and_leave_no_old_worker(reload_fleet: Lab
                    in_flight_request_at_hard_stop=cut)
     record_figures("fifty_reloads", figures)
     assert old_after_1s >= 1, "the worker serving the in-flight request should still run"
-    assert table["old workers"] == [], fleet.show_proc("p1")
+    assert table.old_workers == (), fleet.show_proc("p1")
     assert old_gone_s < HARD_STOP_AFTER_S + 3, old_gone_s  # 3 s for a busy machine
-    assert len(table["workers"]) == 1, fleet.show_proc("p1")
+    assert len(table.workers) == 1, fleet.show_proc("p1")
     # What hard-stop-after means for a request still running then: it is cut, no answer.
     assert cut and "HTTP" not in cut[0], cut
     assert figures["fresh:ok"] > RELOADS and figures["kept:ok"] > RELOADS, figures
@@ -110,7 +106,7 @@ def test_config_rejected_by_haproxy_never_replaces_the_running_one(
     fleet = reload_fleet
     config = sha(fleet.config("p1"))
     reloads = fleet.reloads("p1")
-    workers = proc_table(fleet.show_proc("p1"))["workers"]
+    workers = fleet.proc("p1").worker_pids
     try:
         with Traffic(fleet, "p1") as traffic:
             traffic.wait_for(20)
@@ -125,6 +121,6 @@ def test_config_rejected_by_haproxy_never_replaces_the_running_one(
     assert "failed to validate" in proc.stdout, proc.stdout[-4000:]
     assert sha(fleet.config("p1")) == config
     assert fleet.reloads("p1") == reloads
-    assert proc_table(fleet.show_proc("p1"))["workers"] == workers
+    assert fleet.proc("p1").worker_pids == workers
     assert figures["fresh:ok"] > 20 and figures["kept:ok"] > 20, figures
     assert figures["failed"] == 0, figures

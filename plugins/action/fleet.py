@@ -1,4 +1,5 @@
-"""Validate the whole inventory with the georelay fleet model and hand this host its view.
+"""Action georelay.relay.fleet: validate the whole inventory with the georelay fleet model and
+hand this host its view, the georelay_proxy fact (documented in plugins/modules/fleet.py).
 
 Runs on the control node inside ansible-playbook (an action, not a module), so it reads
 the PEM and CA files where they are, and imports georelay_model from the Python that runs
@@ -12,15 +13,6 @@ from typing import Any
 
 from ansible.plugins.action import ActionBase
 
-DOCUMENTATION = r"""
-module: georelay_fleet
-short_description: Validate the georelay inventory and compute this proxy's facts
-description:
-  - Builds the fleet model from every host with aws_region, checks the public PEM and the
-    backend CA, and returns the georelay_proxy fact that haproxy.cfg is rendered from.
-options: {}
-"""
-
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
@@ -32,7 +24,7 @@ class ActionModule(ActionBase):
         try:
             from georelay_model import InventoryError, fleet_from_hostvars
             from georelay_model.contract import KNOWN
-            from georelay_model.facts import proxy_facts
+            from georelay_model.facts import healthz_path, proxy_facts
             from georelay_model.tls import file_problems, pem_problems
         except ImportError as exc:
             result.update(failed=True, msg=f"georelay_model is not importable ({exc}): install "
@@ -72,7 +64,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=str(exc),
                           problems=[str(p) for p in exc.problems])
             return result
-        facts = proxy_facts(fleet, host)
+        facts = proxy_facts(fleet, host, healthz_path(inventory[host]))
         result.update(changed=False, ansible_facts={"georelay_proxy": facts},
                       msg=f"{host}: {len(fleet.services)} service(s), region {facts['region']}, "
                           f"{len(fleet.proxies)} proxies in the fleet")

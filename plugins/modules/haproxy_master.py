@@ -4,82 +4,135 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-module: georelay_haproxy_master
+module: haproxy_master
 short_description: Start, reload and prove an HAProxy master-worker process
+version_added: 0.2.0
+author: georelay
 description:
-  - In process mode, starts C(haproxy -W -S master.sock) detached, its output appended to a
-    log file, and reloads it hitlessly through the master socket's C(reload) command.
+  - Used by role C(georelay.relay.haproxy) (its start in process mode, the handler
+    C(Reload HAProxy hitlessly) and the final proof), with the C(paths) of the
+    C(georelay_proxy) fact that C(georelay.relay.fleet) sets.
+  - In process mode (O(manager=process)), starts C(haproxy -W -S master.sock) detached, its
+    output appended to a log file, and reloads it hitlessly through the master socket's
+    C(reload) command.
   - In systemd mode, reloads with C(systemctl reload) instead (Debian's unit runs
     C(haproxy -c) on the config, then signals the master).
   - Either way, a reload only counts once the master socket shows a new worker and no
     failed reload; otherwise the task fails with the reason (the unit's journal lines in
     systemd mode, the log file in process mode) and the old workers keep serving.
-  - Before a reload, each TCP listener of the config is bound once (SO_REUSEPORT, as
-    HAProxy binds, never listened on): an address another program holds fails the task
-    before the reload, since HAProxy's new master would retry that bind for 2 s with the
-    old workers' listeners paused.
-  - With state=started, a config newer than the running workers (a reload of an earlier
+  - Before a reload, the server states are saved (C(show servers state) on the admin socket
+    into the state file, so gateways keep their health across the reload), and each TCP
+    listener of the config is bound once (SO_REUSEPORT, as HAProxy binds, never listened
+    on). An address another program holds fails the task before the reload, since HAProxy's
+    new master would retry that bind for 2 s with the old workers' listeners paused.
+  - With O(state=started), a config newer than the running workers (a reload of an earlier
     run failed, and Ansible does not run that handler again) is reloaded.
   - In check mode nothing is started or reloaded; a master that is not running yet (a host
     being set up) is reported as would start.
 options:
   state:
-    description: started (start when not running), reloaded (start or reload), stopped.
+    description: V(started) (start when not running), V(reloaded) (start or reload),
+      V(stopped) (soft stop, old connections finish).
     choices: [started, reloaded, stopped]
     default: started
     type: str
   manager:
-    description: process or systemd.
+    description: V(process) (this module starts the master) or V(systemd) (Debian's
+      C(haproxy.service) runs it).
     choices: [process, systemd]
     default: process
     type: str
   service:
-    description: systemd unit (systemd mode).
+    description: The systemd unit (systemd mode).
     default: haproxy
     type: str
   binary:
-    description: haproxy executable.
+    description: The haproxy executable.
     default: /usr/sbin/haproxy
     type: path
-  config:
-    description: haproxy.cfg path.
+  paths:
+    description:
+      - The proxy's files, as the C(georelay_proxy.paths) fact holds them. Read are
+        C(config) (haproxy.cfg), C(master_socket), C(pid_file), C(log_file) (the process-mode
+        master's output, its traffic log; under systemd that is the unit's journal), and,
+        when present, C(admin_socket) and C(state_file) (server states saved before each
+        reload). Other keys are ignored.
+    type: dict
     required: true
-    type: path
-  master_socket:
-    description: master CLI socket path.
-    required: true
-    type: path
-  pid_file:
-    description: pid file of the master.
-    required: true
-    type: path
-  log_file:
-    description: where the process-mode master's output (traffic log) goes; in systemd
-      mode its output is in the unit's journal instead.
-    required: true
-    type: path
-  admin_socket:
-    description: admin stats socket, used to save server states before a reload.
-    type: path
-  state_file:
-    description: server-state-file of haproxy.cfg, written before each reload so that
-      gateways keep their health and resolved address across it.
-    type: path
   timeout:
-    description: seconds to wait for a start or reload to be proven.
+    description: Seconds to wait for a start or reload to be proven.
     default: 30
     type: int
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - The socket client and the C(show proc) parser are the collection's module_utils
+    C(haproxy_runtime); the pid-file process code is C(processes).
+seealso:
+  - module: georelay.relay.fleet
+  - module: ansible.builtin.systemd_service
+"""
+
+EXAMPLES = r"""
+- name: Start HAProxy as a master-worker process (process mode)
+  georelay.relay.haproxy_master:
+    state: started
+    manager: process
+    paths: "{{ georelay_proxy.paths }}"
+
+- name: Reload HAProxy hitlessly (a handler)
+  georelay.relay.haproxy_master:
+    state: reloaded
+    manager: "{{ georelay_proxy.service_manager }}"
+    binary: /usr/sbin/haproxy
+    paths: "{{ georelay_proxy.paths }}"
+    timeout: 30
+
+- name: A reload by hand, ad hoc
+  # ansible PROXY -b -m georelay.relay.haproxy_master -a '{"state": "reloaded",
+  #   "manager": "systemd", "paths": {"config": "/etc/haproxy/haproxy.cfg", ...}}'
+  georelay.relay.haproxy_master:
+    state: reloaded
+    manager: systemd
+    paths:
+      config: /etc/haproxy/haproxy.cfg
+      master_socket: /run/haproxy-master.sock
+      pid_file: /run/haproxy.pid
+      log_file: /var/log/haproxy/haproxy.log
+      admin_socket: /run/haproxy/admin.sock
+      state_file: /var/lib/haproxy/server-state
 """
 
 RETURN = r"""
 workers:
-  description: pids of current workers after the operation.
+  description: Pids of the current workers after the operation.
   type: list
+  elements: int
   returned: always
+  sample: [4242]
 reloads:
-  description: reload count of the master.
+  description: Reload count of the master.
   type: int
   returned: always
+  sample: 3
+master:
+  description: Pid of the master.
+  type: int
+  returned: when a master runs
+  sample: 4241
+failed_reloads:
+  description: Failed reloads the master counts (since the last that succeeded).
+  type: int
+  returned: when a reload failed
+log:
+  description: The master's last output (its log file, or the unit's journal).
+  type: str
+  returned: when a start or reload failed
 """
 
 import errno
@@ -87,96 +140,42 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.georelay.relay.plugins.module_utils.haproxy_runtime import (
+    ProcInfo,
+    RuntimeAPIError,
+    master_command,
+    send,
+    show_proc,
+)
+from ansible_collections.georelay.relay.plugins.module_utils.processes import (
+    spawn,
+    stop_pid,
+    tail,
+    wait_for,
+)
 
-MASTER_RE = re.compile(r"^(\d+)\s+master\s+(\d+)\s+\[failed:\s*(\d+)\]", re.M)
 BIND_RE = re.compile(r"^\s*bind\s+(\S+)", re.M)
+REQUIRED_PATHS = ("config", "master_socket", "pid_file", "log_file")
 
 
-def master_cli(path, command, timeout=3.0):
-    """Send one command to the master socket and return its whole answer (None: no answer)."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(command.encode() + b"\n")
-            sock.shutdown(socket.SHUT_WR)  # the CLI answers and closes once input ends
-            chunks = []
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                chunks.append(data)
-        return b"".join(chunks).decode(errors="replace")
-    except OSError:
-        return None
-
-
-UPTIME_RE = re.compile(r"^(\d+)d(\d+)h(\d+)m(\d+)s$")
-
-
-def seconds(uptime):
-    """HAProxy's show proc uptime (0d00h11m41s) in seconds, None if unreadable."""
-    m = UPTIME_RE.match(uptime)
-    if not m:
-        return None
-    d, h, mi, s = (int(x) for x in m.groups())
-    return ((d * 24 + h) * 60 + mi) * 60 + s
-
-
-def show_proc(path):
-    """(master pid, reloads, failed reloads, current worker pids, seconds since the youngest
-    current worker started) or None when not running."""
-    out = master_cli(path, "show proc")
-    if not out:
-        return None
-    m = MASTER_RE.search(out)
-    if not m:
-        return None
-    workers = []
-    ages = []
-    section = None
-    for line in out.splitlines():
-        if line.startswith("# workers"):
-            section = "workers"
-        elif line.startswith("#"):
-            section = None if not line.startswith("#<PID>") else section
-        elif section == "workers" and line.strip():
-            fields = line.split()
-            workers.append(int(fields[0]))
-            age = seconds(fields[3]) if len(fields) > 3 else None
-            if age is not None:
-                ages.append(age)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3)), workers,
-            min(ages) if ages else None)
-
-
-def config_is_newer(p, state):
+def config_is_newer(p: dict, state: ProcInfo) -> bool:
     """True when haproxy.cfg changed after the current workers started: a reload did not
     take it (it failed in an earlier run, whose handler Ansible does not run again)."""
-    if state[4] is None:
+    age = state.youngest_worker_uptime_s
+    if age is None:
         return False
     try:
         mtime = os.stat(p["config"]).st_mtime
     except OSError:
         return False
-    return mtime > time.time() - state[4] + 2  # uptime has 1 s steps: 2 s of slack
+    return mtime > time.time() - age + 2  # uptime has 1 s steps: 2 s of slack
 
 
-def log_tail(path, lines=25):
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 8192))
-            return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
-
-
-def journal_tail(module, service, since=None, lines=20):
+def journal_tail(module: AnsibleModule, service: str, since: float | None = None,
+                 lines: int = 20) -> str:
     """The unit's last journal lines (since an epoch time when given)."""
     cmd = ["journalctl", "--no-pager", "--quiet", "-o", "short-iso", "-u", service,
            "-n", str(lines)]
@@ -186,7 +185,7 @@ def journal_tail(module, service, since=None, lines=20):
     return out.rstrip() if rc == 0 and out.strip() else f"(no journal lines: {err.strip()})"
 
 
-def reasons(text):
+def reasons(text: str) -> str:
     """The lines of HAProxy's output that say why it refused (its ALERT lines first)."""
     lines = text.splitlines()
     picked = [ln for ln in lines if "[ALERT]" in ln] or \
@@ -194,62 +193,46 @@ def reasons(text):
     return "\n".join(picked[-8:])
 
 
-def output_of(module, p, since=None):
-    """What the master said: its unit's journal (systemd) or its log file (process)."""
+def fail_reload(module: AnsibleModule, p: dict, msg: str, since: float | None,
+                **extra: object) -> None:
+    """Fail with what the master said: its unit's journal (systemd) or its log file."""
     if p["manager"] == "systemd":
-        return journal_tail(module, p["service"], since)
-    return log_tail(p["log_file"])
-
-
-def fail_reload(module, p, msg, since, **extra):
-    log = output_of(module, p, since)
+        log, where = journal_tail(module, p["service"], since), f"journalctl -u {p['service']}"
+    else:
+        log, where = tail(p["log_file"]), p["log_file"]
     why = reasons(log)
-    where = (f"journalctl -u {p['service']}" if p["manager"] == "systemd"
-             else p["log_file"])
     module.fail_json(msg=msg + (f"\n{where} says:\n{why}" if why else f"; see {where}"),
                      log=log, **extra)
 
 
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return None
-
-
-def start(module, p):
+def start(module: AnsibleModule, p: dict) -> ProcInfo:
     """Start a master-worker haproxy detached from Ansible; return its show proc."""
-    for path in (p["master_socket"], p["pid_file"], p["log_file"]):
+    for path in (p["master_socket"], p["pid_file"]):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     if p["state_file"] and not os.path.exists(p["state_file"]):
+        os.makedirs(os.path.dirname(p["state_file"]), exist_ok=True)
         open(p["state_file"], "a").close()
     if os.path.exists(p["master_socket"]):
         os.unlink(p["master_socket"])  # stale: nothing answered on it
-    cmd = [p["binary"], "-W", "-S", p["master_socket"] + ",mode,600", "-f", p["config"],
-           "-p", p["pid_file"]]
-    with open(p["log_file"], "ab") as log, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+    cmd = master_command(p["binary"], p["config"], p["master_socket"], p["pid_file"])
+    proc = spawn(cmd, p["log_file"])  # haproxy -p writes its own pid file
 
-    def up():
+    def up() -> ProcInfo | str | None:
         if proc.poll() is not None:
             return "exited"
         state = show_proc(p["master_socket"])
-        return state if state and state[3] else None
+        return state if state and state.workers else None
 
     state = wait_for(up, p["timeout"])
-    if state is None or state == "exited":
+    if not isinstance(state, ProcInfo):
         if state is None:
             proc.kill()
         module.fail_json(msg=f"haproxy did not start ({' '.join(cmd)})",
-                         log=log_tail(p["log_file"]))
+                         log=tail(p["log_file"]))
     return state
 
 
-def tcp_listeners(config):
+def tcp_listeners(config: str) -> list[tuple[str, int]]:
     """(address, port) of each TCP listener in a haproxy.cfg (its bind lines)."""
     try:
         with open(config) as fh:
@@ -265,7 +248,7 @@ def tcp_listeners(config):
     return found
 
 
-def cannot_listen(address, port):
+def cannot_listen(address: str, port: int) -> str | None:
     """Why HAProxy could not listen on address:port now, or None. It binds with SO_REUSEADDR
     and SO_REUSEPORT, so its own running listeners do not count; another program's do."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -280,7 +263,7 @@ def cannot_listen(address, port):
     return None
 
 
-def check_listeners(module, p):
+def check_listeners(module: AnsibleModule, p: dict) -> None:
     """Fail before a reload whose new listener the host would refuse. (HAProxy 2.6's new
     master retries such a bind for 2 s with the old workers' listeners paused: new
     connections would be refused that long, for a reload that then fails anyway.)"""
@@ -294,13 +277,16 @@ def check_listeners(module, p):
                          "not reloading, the previous workers keep serving")
 
 
-def save_server_state(p):
+def save_server_state(p: dict) -> None:
     """Write show servers state to the state file (atomically) for the next workers."""
     if not (p["admin_socket"] and p["state_file"]):
         return
-    out = master_cli(p["admin_socket"], "show servers state")
-    if not out or not out.startswith("1\n"):
-        return  # no answer, or not the version-1 state format: start from defaults
+    try:
+        out = send(p["admin_socket"], "show servers state")
+    except RuntimeAPIError:
+        return  # no answer: the next workers start their servers from the defaults
+    if not out.startswith("1\n"):
+        return  # not the version-1 state format: start from defaults
     tmp = p["state_file"] + ".tmp"
     try:
         with open(tmp, "w") as fh:
@@ -310,7 +296,7 @@ def save_server_state(p):
         pass  # the reload starts servers from their defaults; HAProxy says why it cannot read
 
 
-def reload(module, p, before):
+def reload(module: AnsibleModule, p: dict, before: ProcInfo) -> ProcInfo:
     check_listeners(module, p)
     save_server_state(p)
     since = time.time()
@@ -326,12 +312,16 @@ def reload(module, p, before):
             if crc != 0:
                 msg += f"\nhaproxy -c -f {p['config']} says:\n{reasons(cout + cerr)}"
             fail_reload(module, p, msg, since, rc=rc, stderr=err.strip())
-    elif master_cli(p["master_socket"], "reload") is None:
-        module.fail_json(msg=f"the master socket {p['master_socket']} did not take the reload")
+    else:
+        try:
+            send(p["master_socket"], "reload")
+        except RuntimeAPIError as exc:
+            module.fail_json(msg=f"the master socket did not take the reload: {exc}")
 
-    def settled():
+    def settled() -> ProcInfo | None:
         state = show_proc(p["master_socket"])
-        if state and state[1] > before[1] and (state[3] or state[2] > before[2]):
+        if state and state.reloads > before.reloads and \
+                (state.workers or state.failed_reloads > before.failed_reloads):
             return state
         return None
 
@@ -339,22 +329,28 @@ def reload(module, p, before):
     if state is None:
         fail_reload(module, p, f"haproxy did not finish reloading within {p['timeout']}s "
                     "(no new workers on the master socket)", since)
-    if state[2] > before[2]:
+    if state.failed_reloads > before.failed_reloads:
         fail_reload(module, p, f"haproxy rejected the new configuration (failed reloads: "
-                    f"{state[2]}); the previous workers keep serving", since,
-                    failed_reloads=state[2])
+                    f"{state.failed_reloads}); the previous workers keep serving", since,
+                    failed_reloads=state.failed_reloads)
     return state
 
 
-def stop(p, state):
-    try:
-        os.kill(state[0], signal.SIGUSR1)  # soft stop: finish what is in flight
-    except ProcessLookupError:
-        return
-    wait_for(lambda: show_proc(p["master_socket"]) is None, p["timeout"])
+def params(module: AnsibleModule) -> dict:
+    """The module's parameters with the paths it reads lifted to the top (p["config"], ...)."""
+    paths = module.params["paths"]
+    missing = [key for key in REQUIRED_PATHS if not paths.get(key)]
+    if missing:
+        module.fail_json(msg=f"paths is missing {', '.join(missing)}: pass the proxy's paths "
+                         "as the fact holds them, paths: \"{{ georelay_proxy.paths }}\"")
+    p = {key: module.params[key] for key in ("state", "manager", "service", "binary",
+                                             "timeout")}
+    for key in (*REQUIRED_PATHS, "admin_socket", "state_file"):
+        p[key] = paths.get(key) or None
+    return p
 
 
-def main():
+def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", default="started", choices=["started", "reloaded",
@@ -362,25 +358,18 @@ def main():
             manager=dict(type="str", default="process", choices=["process", "systemd"]),
             service=dict(type="str", default="haproxy"),
             binary=dict(type="path", default="/usr/sbin/haproxy"),
-            config=dict(type="path", required=True),
-            master_socket=dict(type="path", required=True),
-            pid_file=dict(type="path", required=True),
-            log_file=dict(type="path", required=True),
-            admin_socket=dict(type="path"),
-            state_file=dict(type="path"),
+            paths=dict(type="dict", required=True),
             timeout=dict(type="int", default=30),
         ),
         supports_check_mode=True,
     )
-    p = module.params
+    p = params(module)
     state = show_proc(p["master_socket"])
-    changed = False
     if p["state"] == "stopped":
-        if state is not None:
-            changed = True
-            if not module.check_mode:
-                stop(p, state)
-        module.exit_json(changed=changed, workers=[], reloads=0)
+        if state is not None and not module.check_mode:
+            stop_pid(state.master_pid, p["timeout"], signal.SIGUSR1)  # soft stop
+        module.exit_json(changed=state is not None, workers=[], reloads=0)
+    changed = False
     if state is None:
         if module.check_mode:  # e.g. a host being set up: its haproxy is not installed yet
             module.exit_json(changed=True, workers=[], reloads=0,
@@ -391,17 +380,17 @@ def main():
         changed = True
         state = start(module, p)
     elif p["state"] == "reloaded" or config_is_newer(p, state):
-        changed = True
         why = ("" if p["state"] == "reloaded" else
                f"{p['config']} is newer than the running workers (an earlier reload did not "
                "take it): ")
         if module.check_mode:
-            module.exit_json(changed=True, workers=state[3], reloads=state[1],
+            module.exit_json(changed=True, workers=state.worker_pids, reloads=state.reloads,
                              msg=why + "a normal run would reload")
         state = reload(module, p, state)
-        module.exit_json(changed=True, workers=state[3], reloads=state[1], master=state[0],
-                         msg=why + "reloaded")
-    module.exit_json(changed=changed, workers=state[3], reloads=state[1], master=state[0])
+        module.exit_json(changed=True, workers=state.worker_pids, reloads=state.reloads,
+                         master=state.master_pid, msg=why + "reloaded")
+    module.exit_json(changed=changed, workers=state.worker_pids, reloads=state.reloads,
+                     master=state.master_pid)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+../../plugins/module_utils/haproxy_runtime.py
