@@ -5,7 +5,9 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from click.core import ParameterSource
@@ -20,6 +22,15 @@ from georelay_lab.gateway import serve
 def main() -> None:
     """Local stand-ins for AWS: a lab CA, API Gateway regional endpoints, Route53; real
     Debian 12 hosts (`hosts`). Development only: the demo and the tests run on it."""
+
+
+def _report(results: Iterable[tuple[str, bool]]) -> NoReturn:
+    """Print each line; exit 1 if any of them failed, else 0."""
+    failures = 0
+    for line, ok in results:
+        click.echo(line)
+        failures += not ok
+    sys.exit(1 if failures else 0)
 
 
 def _inventory(inventory: str) -> str:
@@ -77,11 +88,7 @@ def health(inventory: str, lab_dir: str, hosts_lab_name: str | None) -> None:
         def check(proxy: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
             return hl.ssh(proxy, "sudo -n " + shlex.join(argv), check=False)
 
-    failures = 0
-    for line, ok in lab.health(check):
-        click.echo(line)
-        failures += not ok
-    sys.exit(1 if failures else 0)
+    _report(lab.health(check))
 
 
 @main.command()
@@ -113,11 +120,7 @@ def down(lab_dir: str) -> None:
 def show(inventory: str, lab_dir: str, path: str) -> None:
     """Send a request through every proxy for every service; show what the gateway got."""
     lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
-    failures = 0
-    for line, ok in lab.show(path):
-        click.echo(line)
-        failures += not ok
-    sys.exit(1 if failures else 0)
+    _report(lab.show(path))
 
 
 @main.group()
@@ -130,6 +133,9 @@ def _host_lab(name: str, subnet: str) -> hosts_lab.HostLab:
         return hosts_lab.HostLab(name, subnet)
     except hosts_lab.HostLabError as exc:
         raise click.UsageError(str(exc)) from exc
+    except ValueError as exc:  # ipaddress: not a network
+        raise click.BadParameter(f"{exc}. Fix: give an IPv4 network such as 10.213.0.0/24",
+                                 param_hint="--subnet") from exc
 
 
 _lab_name = click.option("--lab", "lab_name", default=hosts_lab.DEFAULT_LAB, show_default=True,

@@ -26,9 +26,9 @@ import yaml
 
 from georelay_dns.apply import apply_plan
 from georelay_dns.cli_support import cli_command
+from georelay_dns.inputs import load_inputs
 from georelay_dns.plan import make_plan
-from georelay_dns.route53_read import find_zone, make_client, read_live
-from georelay_dns.settings import load_inputs
+from georelay_dns.route53 import find_zone, make_client, read_live
 from georelay_dns.tree import build_tree
 from georelay_model import load_inventory
 from georelay_model.regions import SITES
