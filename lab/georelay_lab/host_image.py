@@ -1,7 +1,9 @@
 """The base image of the host lab: debootstrap'd Debian 12 with a local package cache.
 
 Built once per recipe and cached under ``/var/cache/georelay-lab``; every host of the lab
-(hosts.py) is an overlayfs over it. See hosts.py for the whole recipe.
+(hosts.py) is an overlayfs over it. See hosts.py for the whole recipe. Beside it, on this
+machine (the control node), the wheelhouse of the agent's locked dependencies: lab hosts
+reach no network, so the role copies it to them (``georelay_agent_wheelhouse``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from georelay_lab.checkout import checkout
+
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 CACHE_DIR = Path(os.environ.get("GEORELAY_LAB_CACHE", "/var/cache/georelay-lab"))
@@ -29,13 +33,19 @@ BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "libpam-systemd", "openssh-s
 # as fresh as a real one, and the roles' install path runs for real.
 REPO_PACKAGES = ("haproxy", "python3-venv", "python3-apt", "python3-packaging",
                  "python3-setuptools")
-WHEELS = ("prometheus-client>=0.17",)  # the agent's requirements (roles/georelay_agent)
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 
 LOCAL_REPO = "/srv/georelay-lab/debs"
-WHEELHOUSE = "/srv/georelay-lab/wheels"
-# Inventory setting for lab hosts: the agent's pip reads the wheelhouse, not PyPI.
-PIP_EXTRA_ARGS = f"--no-index --find-links {WHEELHOUSE}"
+# Control node: the agent's hash-pinned dependencies (agent/requirements-host.txt) as files
+# for the hosts' Python (Debian 12's 3.11), filled by ensure_wheelhouse().
+WHEELHOUSE = CACHE_DIR / "wheelhouse"
+HOST_PYTHON = "3.11"
+REQUIREMENTS = "agent/requirements-host.txt"  # of the checkout
+# Inventory settings for lab hosts: the role copies the wheelhouse to them, pip reads only it.
+AGENT_VARS = {"georelay_agent_wheelhouse": str(WHEELHOUSE)}
+# Retired with the role's variable georelay_agent_pip_extra_args (inventories set
+# AGENT_VARS instead); kept empty until every importer has moved.
+PIP_EXTRA_ARGS = ""
 USER = "deploy"
 NOSUDO_USER = "nosudo"
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
@@ -58,8 +68,7 @@ def _run(cmd: Sequence[str], *, check: bool = True, capture: bool = True,
 
 
 def recipe_key() -> str:
-    text = json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, REPO_PACKAGES, WHEELS,
-                       MASKED_UNITS])
+    text = json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, REPO_PACKAGES, MASKED_UNITS])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -73,8 +82,37 @@ def _nspawn_in(root: Path, *command: str) -> None:
           "-D", str(root), "--", *command], timeout=900)
 
 
+def ensure_wheelhouse(log: list[str]) -> Path:
+    """The control-node wheelhouse of the agent's locked dependencies, (re)filled when the
+    requirements file changed: `pip download --require-hashes --only-binary :all:`, so it
+    holds exactly the files whose hashes the file allows, for the hosts' Python."""
+    requirements = checkout() / REQUIREMENTS
+    try:
+        text = requirements.read_text()
+    except OSError as exc:
+        raise HostLabError(f"cannot read {requirements} ({exc.strerror}): the lab hosts' "
+                           "agent installs its dependencies from it") from exc
+    stamp = hashlib.sha256(f"{HOST_PYTHON}\n{text}".encode()).hexdigest()
+    stamp_file = WHEELHOUSE.with_name(WHEELHOUSE.name + ".sha256")  # beside: not copied
+    if WHEELHOUSE.is_dir() and stamp_file.is_file() and stamp_file.read_text().strip() == stamp:
+        return WHEELHOUSE
+    tmp = WHEELHOUSE.with_name(WHEELHOUSE.name + ".fill")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+          "--require-hashes", "-r", str(requirements), "--only-binary", ":all:",
+          "--python-version", HOST_PYTHON, "--dest", str(tmp)], timeout=600)
+    shutil.rmtree(WHEELHOUSE, ignore_errors=True)
+    tmp.rename(WHEELHOUSE)
+    stamp_file.write_text(f"{stamp}\n")
+    log.append(f"wheelhouse {WHEELHOUSE} filled from {requirements}")
+    return WHEELHOUSE
+
+
 def ensure_base(log: list[str]) -> Path:
-    """The cached base image for the current recipe, built first if missing (~1-2 min)."""
+    """The cached base image for the current recipe, built first if missing (~1-2 min), and
+    the control-node wheelhouse of the agent's dependencies (ensure_wheelhouse)."""
+    ensure_wheelhouse(log)
     base = base_dir()
     if (base / ".georelay-lab-base").exists():
         return base
@@ -107,11 +145,6 @@ def ensure_base(log: list[str]) -> Path:
         extra.unlink()
     _nspawn_in(tmp, "apt-get", "update", "-qq")
     _nspawn_in(tmp, "apt-get", "clean")
-    # The wheelhouse of the agent's virtualenv.
-    wheels = tmp / WHEELHOUSE.lstrip("/")
-    wheels.mkdir(parents=True)
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-          "--dest", str(wheels), *WHEELS], timeout=600)
     _configure_base(tmp)
     (tmp / ".georelay-lab-base").write_text(f"{recipe_key()}\n")
     tmp.rename(base)
