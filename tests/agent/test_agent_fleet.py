@@ -6,15 +6,18 @@ Route53's view is the public listener: https://<public name>/healthz on the prox
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
+import tomllib
 
 import jsonschema
 import pytest
 
 from agent_support import AgentFleet, parse_nagios
 from georelay_agent.schema import STATUS_SCHEMA
-from support import recap
+from support import REPO, recap
 
 
 def test_all_healthy_answers_200_through_the_public_listener(agent_fleet: AgentFleet) -> None:
@@ -113,6 +116,25 @@ def test_drain_requires_a_reason(agent_fleet: AgentFleet) -> None:
     assert out.returncode == 64 and "--reason is required" in out.stderr  # EX_USAGE
     missing = agent_fleet.agent_cli("e1", "drain")  # argparse: missing --reason
     assert missing.returncode == 64 and "required: --reason" in missing.stderr
+
+
+def test_the_installed_agent_finds_its_config_and_knows_its_version(
+        agent_fleet: AgentFleet) -> None:
+    """The agent the role installed in <root>/opt/georelay-agent/venv, run with neither
+    --config nor $GEORELAY_AGENT_CONFIG (no wrapper), reads <root>/etc/georelay-agent/
+    agent.json, and reports the version of agent/pyproject.toml, here and in its status."""
+    python = agent_fleet.root("e1") / "opt/georelay-agent/venv/bin/python"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GEORELAY_AGENT_CONFIG", "PYTHONPATH")}
+    out = subprocess.run([str(python), "-m", "georelay_agent", "validate"], env=env,
+                         cwd="/", capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout == f"{agent_fleet.agent_config('e1')}: valid (2 service(s))\n", \
+        out.stdout + out.stderr
+    release = tomllib.loads((REPO / "agent/pyproject.toml").read_text())["project"]["version"]
+    out = subprocess.run([str(python), "-m", "georelay_agent", "--version"], env=env,
+                         cwd="/", capture_output=True, text=True, timeout=60, check=False)
+    assert out.stdout == f"georelay-agent {release}\n", out.stdout + out.stderr
+    assert agent_fleet.status("e1")["agent"]["version"] == release
 
 
 def test_status_json_is_versioned_and_matches_its_schema(agent_fleet: AgentFleet) -> None:
