@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from georelay_agent.haproxy_api import parse_stat
 from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc, send
 from georelay_lab import client, nginx_gateway, programs
 from georelay_lab.fleet_lab import FleetLab
@@ -182,6 +183,14 @@ def sha(path: Path) -> str:
 def unix_cli(path: Path, command: str, timeout: float = 3.0) -> str:
     """One command on an HAProxy CLI socket (master or stats), its whole answer."""
     return send(str(path), command, connect_timeout=timeout, read_timeout=timeout)
+
+
+def gateways_up(stat: str, states: tuple[str, ...] = ("UP",)) -> bool:
+    """Whether `show stat` lists the gateway servers of the service backends, each in one of
+    the states (checks passed: UP)."""
+    servers = [s for b in parse_stat(stat).values() if b.name.startswith("be_")
+               for s in b.servers]
+    return bool(servers) and all(s.status in states for s in servers)
 
 
 @contextmanager
@@ -360,9 +369,7 @@ class LabFleet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stat = unix_cli(self.admin_socket(proxy), "show stat")
-            rows = [line.split(",") for line in stat.splitlines() if line.startswith("be_")]
-            servers = [r for r in rows if r[1] != "BACKEND"]
-            if servers and all(r[17] == "UP" for r in servers):
+            if gateways_up(stat):
                 return
             time.sleep(0.1)
         raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")

@@ -49,9 +49,16 @@ VARS: tuple[Var, ...] = (
     # Tunables of roles/georelay_agent (defaults in its defaults/main.yml, types in its
     # meta/argument_specs.yml; docs/AGENT.md).
     Var("georelay_agent_python", "host", "/usr/bin/python3", "interpreter of the agent's venv"),
-    Var("georelay_agent_requirements", "all", ["prometheus-client>=0.17"],
-        "pip requirements of the agent's virtualenv"),
-    Var("georelay_agent_pip_extra_args", "all", "", "extra pip arguments (e.g. a wheelhouse)"),
+    Var("georelay_agent_requirements", "all", "",
+        "control-node requirements file of the agent's dependencies, hash-pinned; "
+        "empty: the collection's agent/requirements-host.txt"),
+    Var("georelay_agent_wheelhouse", "all", "",
+        "control-node directory of those dependencies' wheels, copied to hosts that cannot "
+        "reach PyPI (pip --no-index); empty: PyPI"),
+    Var("georelay_agent_wheel_dir", "all", "~/.cache/georelay/wheels",
+        "control node: where the agent's wheel is built"),
+    Var("georelay_agent_pip_extra_args", "all", "",
+        "retired in 0.2.0 and ignored (the wheelhouse is georelay_agent_wheelhouse): remove it"),
     Var("georelay_agent_venv_package", "host", "python3-venv",
         "package installed when the interpreter has no venv module"),
     Var("georelay_agent_user", "host", "georelay-agent", "systemd mode: the agent's user"),
@@ -131,10 +138,6 @@ ROLE_TUNABLES: tuple[str, ...] = (
 )
 
 KNOWN: frozenset[str] = frozenset(v.name for v in VARS) | frozenset(ROLE_TUNABLES)
-
-# Each variable's default, written once (above): the fleet model, the facts and georelay-dns
-# read it from here.
-DEFAULTS: dict[str, object] = {v.name: v.default for v in VARS}
 
 SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path"})
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping
 from typing import Any
 
-from georelay_model.contract import DEFAULTS
 from georelay_model.fleet import SYSTEM_CA_BUNDLE, Fleet, Proxy
 
 # HAProxy refuses unix socket paths longer than this (sun_path less its own suffixes).
@@ -45,22 +43,14 @@ def paths_below(root: str) -> dict[str, str]:
     }
 
 
-def healthz_path(variables: Mapping[str, Any]) -> str:
-    """The path Route53's health checks ask and HAProxy sends to the agent: the inventory's
-    georelay_dns_health_path, else its default in the contract."""
-    value = variables.get("georelay_dns_health_path")
-    return str(value) if value else str(DEFAULTS["georelay_dns_health_path"])
-
-
 def url_host(address: str) -> str:
     """An address as it stands before :port in a bind line or a URL ([v6] bracketed)."""
     return f"[{address}]" if ":" in address else address
 
 
-def proxy_facts(fleet: Fleet, host: str, healthz: str | None = None) -> dict[str, Any]:
+def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
     """The normalised view of one proxy that roles/haproxy/templates/haproxy.cfg.j2 renders
-    (and roles/georelay_agent's agent.json). healthz: see healthz_path(), default its
-    default."""
+    (and roles/georelay_agent's agent.json)."""
     proxy = fleet.proxy(host)
     region = fleet.region(proxy.region)
     paths = proxy_paths(proxy)
@@ -105,7 +95,9 @@ def proxy_facts(fleet: Fleet, host: str, healthz: str | None = None) -> dict[str
         # Some gateway is addressed by name: haproxy.cfg gets a resolvers section.
         "resolving": any(b["resolve"] or any(k["resolve"] for k in b["backups"])
                          for b in backends),
-        "healthz_path": healthz or healthz_path({}),
+        # What Route53's health checks ask (georelay_dns_health_path), which HAProxy sends to
+        # the agent.
+        "healthz_path": fleet.dns.health.path,
         "backend_ca": paths["backend_ca"] if fleet.backend_ca else SYSTEM_CA_BUNDLE,
         "backend_ca_source": fleet.backend_ca,
         "tls_pem_source": fleet.tls_pem,

@@ -24,7 +24,7 @@ class ActionModule(ActionBase):
         try:
             from georelay_model import InventoryError, fleet_from_hostvars
             from georelay_model.contract import KNOWN
-            from georelay_model.facts import healthz_path, proxy_facts
+            from georelay_model.facts import proxy_facts
             from georelay_model.tls import file_problems, pem_problems
         except ImportError as exc:
             result.update(failed=True, msg=f"georelay_model is not importable ({exc}): install "
@@ -64,7 +64,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=str(exc),
                           problems=[str(p) for p in exc.problems])
             return result
-        facts = proxy_facts(fleet, host, healthz_path(inventory[host]))
+        facts = proxy_facts(fleet, host)
         result.update(changed=False, ansible_facts={"georelay_proxy": facts},
                       msg=f"{host}: {len(fleet.services)} service(s), region {facts['region']}, "
                           f"{len(fleet.proxies)} proxies in the fleet")

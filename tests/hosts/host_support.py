@@ -22,9 +22,10 @@ from typing import Any
 from agent_support import AGENT_VARS, AgentFleet
 from georelay_agent import haproxy_runtime
 from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc
+from georelay_lab import host_image
 from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.hosts import Host, HostLab
-from support import BIN, Played, run, short_dir
+from support import BIN, Played, gateways_up, run, short_dir
 
 LAB = "test"
 SUBNET = "10.213.1.0/24"
@@ -78,6 +79,9 @@ class HostFleet(AgentFleet):
             "ansible_become": True,
             "haproxy_check_interval": "500ms",
             **AGENT_VARS,
+            # Lab hosts reach no network: the agent's locked dependencies come from the
+            # control node's wheelhouse (filled with the host image).
+            **host_image.AGENT_VARS,
             **self.hostlab.ansible_vars(),
             **self.all_vars,
             **all_vars,
@@ -148,9 +152,7 @@ class HostFleet(AgentFleet):
         stat = ""
         while time.monotonic() < deadline:
             stat = self.socket_cli(proxy, "/run/haproxy/admin.sock", "show stat")
-            rows = [line.split(",") for line in stat.splitlines() if line.startswith("be_")]
-            servers = [r for r in rows if r[1] != "BACKEND"]
-            if servers and all(r[17] in ("UP", "no check") for r in servers):
+            if gateways_up(stat, ("UP", "no check")):
                 return
             time.sleep(0.3)
         raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")
