@@ -95,11 +95,8 @@ def agent(fleet: RunbookFleet, host: str, *args: str) -> subprocess.CompletedPro
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except OSError:
-            pass  # a master socket while HAProxy re-executes itself
+        if predicate():
+            return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -110,12 +107,17 @@ def proc_info(fleet: RunbookFleet, host: str) -> ProcInfo:
     return info
 
 
+def master_answers(fleet: RunbookFleet, host: str, test: Callable[[ProcInfo], bool]) -> bool:
+    """test(show proc), False while no master answers (it re-executes itself on a reload)."""
+    info = show_proc(str(fleet.master_socket(host)))
+    return info is not None and test(info)
+
+
 def master_reload(fleet: RunbookFleet, host: str) -> None:
     before = proc_info(fleet, host).reloads
     send(str(fleet.master_socket(host)), "reload")
-    wait_for(f"{host} to reload", lambda: (
-        (info := show_proc(str(fleet.master_socket(host)))) is not None
-        and info.reloads > before))
+    wait_for(f"{host} to reload",
+             lambda: master_answers(fleet, host, lambda info: info.reloads > before))
 
 
 def failed_reloads(fleet: RunbookFleet, host: str) -> int:
@@ -130,8 +132,8 @@ def break_reload(host: str) -> Hook:
         with fleet.config(host).open("a") as cfg:
             cfg.write("    option this-option-does-not-exist\n")
         send(str(fleet.master_socket(host)), "reload")
-        wait_for(f"{host}'s master to count the failed reload",
-                 lambda: failed_reloads(fleet, host) > before)
+        wait_for(f"{host}'s master to count the failed reload", lambda: master_answers(
+            fleet, host, lambda info: info.failed_reloads > before))
     return stage
 
 
