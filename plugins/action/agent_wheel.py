@@ -226,10 +226,11 @@ def check_wheelhouse(wheelhouse: Path, pins: Pins) -> None:
         raise WheelError(f"georelay_agent_wheelhouse: {wheelhouse} is not a directory on the "
                          "control node. Fix: pip download --require-hashes -r "
                          f"agent/requirements-host.txt --only-binary :all: -d {wheelhouse}")
+    files = [f for f in wheelhouse.iterdir() if f.is_file()]
+    digests = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     for name, (version, hashes, _written) in sorted(pins.items()):
-        found = [f for f in wheelhouse.iterdir()
-                 if f.is_file() and _normalize(f.name).startswith(f"{name}-{version}")
-                 and hashlib.sha256(f.read_bytes()).hexdigest() in hashes]
+        # A file is the pin's when its sha256 is one the requirements allow for it.
+        found = [f for f in files if digests[f] in hashes]
         if not found:
             raise WheelError(f"georelay_agent_wheelhouse: {wheelhouse} has no file of "
                              f"{name}=={version} with a hash the requirements allow. Fix: pip "

@@ -184,6 +184,16 @@ def test_requirements_it_cannot_use_fail_naming_the_field(tmp_path) -> None:
     assert "georelay_agent_requirements: cannot read" in msg, msg
 
 
+def test_a_wheelhouse_of_the_pinned_files_passes(tmp_path) -> None:
+    wheelhouse = tmp_path / "wheelhouse"
+    got = subprocess.run([str(BIN / "pip"), "download", "-q", "--require-hashes", "-r",
+                          str(REQUIREMENTS), "--only-binary", ":all:", "-d", str(wheelhouse)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert got.returncode == 0, got.stderr[-3000:]
+    (result,) = play(tmp_path, [{"dest": str(tmp_path / "w"), "wheelhouse": str(wheelhouse)}])
+    assert not result.get("failed"), result
+
+
 def test_a_wheelhouse_without_the_pinned_files_fails_naming_the_field(tmp_path) -> None:
     empty = tmp_path / "wheelhouse"
     empty.mkdir()
