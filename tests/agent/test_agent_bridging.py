@@ -380,7 +380,8 @@ def test_the_role_template_renders_backups_and_the_switch(tmp_path: Path) -> Non
          "server": "eu-west-1-fast.example.com:443", "resolve": True}]}
     root = str(tmp_path)
     fact = {"name": "e1", "region": "us-east-1", "bind_address": "127.0.0.1",
-            "https_port": 443, "service_manager": "process", "root": root,
+            "https_port": 443, "healthz_path": "/georelay-health",
+            "service_manager": "process", "root": root,
             "agent": {"address": "127.0.0.1", "port": 8405, "server": "127.0.0.1:8405"},
             "paths": {"user_socket": f"{root}/run/haproxy/user.sock",
                       "master_socket": f"{root}/run/haproxy-master.sock",
@@ -407,7 +408,7 @@ def test_the_role_template_renders_backups_and_the_switch(tmp_path: Path) -> Non
     msg = json.loads((tmp_path / "tree/localhost").read_text())["msg"]
     rendered = {k: v if isinstance(v, dict) else json.loads(v) for k, v in msg.items()}
     c = parse(rendered["new"])
-    assert c.bridging_keeps_in_dns is True
+    assert c.bridging_keeps_in_dns is True and c.healthz_path == "/georelay-health"
     (s,) = c.services
     assert s.home_server == "us-east-1-fast.example.com"
     assert [(b.region, b.server) for b in s.backups] == [

@@ -25,8 +25,9 @@ def test_supervisor_restarts_a_dead_agent_and_cron_entry_is_installed(
     fleet = one_agent_fleet
     cron = (fleet.root("p1") / "etc/cron.d/georelay-agent-p1").read_text()
     line = next(x for x in cron.splitlines() if x.startswith("*/1 "))
-    assert re.match(r"^\*/1 \* \* \* \* root sleep \d+; \S+/venv/bin/georelay-agent check "
-                    r"--config \S+/agent.json --write \S+/last-check.json >/dev/null 2>&1$",
+    # no --config: the agent of <root>/opt/georelay-agent/venv reads <root>/etc/georelay-agent
+    assert re.match(r"^\*/1 \* \* \* \* root sleep \d+; \S+/opt/georelay-agent/venv/bin/"
+                    r"georelay-agent check --write \S+/last-check.json >/dev/null 2>&1$",
                     line), line
     before = fleet.status("p1")["agent"]["pid"]
     os.kill(before, signal.SIGKILL)
