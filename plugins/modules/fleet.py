@@ -28,8 +28,12 @@ description:
     that runs Ansible, C(pip install georelay) (see the collection's requirements.txt).
 options: {}
 attributes:
+  action:
+    support: full
+    details: The whole module is an action on the control node.
   check_mode:
     support: full
+    details: It only reads the inventory and control-node files, in every mode.
   diff_mode:
     support: none
   platform:

@@ -66,10 +66,12 @@ options:
 attributes:
   check_mode:
     support: full
+    details: Nothing is started, reloaded or stopped; the result says what would be.
   diff_mode:
     support: none
   platform:
     platforms: posix
+    details: Linux hosts with HAProxy 2.x in master-worker mode (Debian 12 is tested).
 notes:
   - The socket client and the C(show proc) parser are the collection's module_utils
     C(haproxy_runtime); the pid-file process code is C(processes).
