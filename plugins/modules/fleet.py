@@ -18,9 +18,9 @@ description:
     control node.
   - Sets the fact C(georelay_proxy) of the host, the one input of role
     C(georelay.relay.haproxy)'s C(haproxy.cfg) and of role C(georelay.relay.georelay_agent)'s
-    C(agent.json). It holds its paths below C(georelay_root), listeners, one backend per service with
-    the home gateway and the backup regions' gateways, the agent's address and the
-    C(/healthz) path.
+    C(agent.json). It holds its paths below C(georelay_root), listeners, one backend per
+    service with the home gateway and the backup regions' gateways, the agent's address
+    and the C(/healthz) path.
   - An unknown C(georelay_*) or C(haproxy_*) variable in the inventory is a problem (with the
     known names to use). Variables a play gave a host (registered results, facts) are not
     the inventory's and are not checked.
