@@ -43,9 +43,6 @@ HOST_PYTHON = "3.11"
 REQUIREMENTS = "agent/requirements-host.txt"  # of the checkout
 # Inventory settings for lab hosts: the role copies the wheelhouse to them, pip reads only it.
 AGENT_VARS = {"georelay_agent_wheelhouse": str(WHEELHOUSE)}
-# Retired with the role's variable georelay_agent_pip_extra_args (inventories set
-# AGENT_VARS instead); kept empty until every importer has moved.
-PIP_EXTRA_ARGS = ""
 USER = "deploy"
 NOSUDO_USER = "nosudo"
 MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",

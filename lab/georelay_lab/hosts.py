@@ -11,8 +11,9 @@ The recipe:
   python3, sudo, cron) and cached under ``/var/cache/georelay-lab`` keyed by the recipe.
 - The hosts reach nothing outside this machine. What the roles install comes from a local
   package cache inside the base image: a flat apt repository of Debian's own ``.deb`` files
-  (haproxy, python3-venv, python3-apt, ... downloaded from the mirror at build time) and a
-  wheelhouse for the agent's virtualenv. So ``apt-get install haproxy`` on a host runs the
+  (haproxy, python3-venv, python3-apt, ... downloaded from the mirror at build time); the
+  agent's locked dependencies are a wheelhouse on this machine, which the role copies to the
+  hosts (``georelay_agent_wheelhouse``). So ``apt-get install haproxy`` on a host runs the
   real install path against a local source; no NAT rule, no forwarding.
 - One overlayfs per host over the shared base, so hosts start in a second and differ only in
   what they wrote.
@@ -45,9 +46,9 @@ from pathlib import Path
 
 from georelay_lab import processes
 from georelay_lab.host_image import (
+    AGENT_VARS,
     LOCAL_REPO,
     NOSUDO_USER,
-    PIP_EXTRA_ARGS,
     USER,
     WHEELHOUSE,
     HostLabError,
@@ -55,7 +56,7 @@ from georelay_lab.host_image import (
     ensure_base,
 )
 
-__all__ = ["LOCAL_REPO", "PIP_EXTRA_ARGS", "WHEELHOUSE", "Host", "HostLab", "HostLabError"]
+__all__ = ["LOCAL_REPO", "WHEELHOUSE", "Host", "HostLab", "HostLabError"]
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 STATE_ROOT = Path(os.environ.get("GEORELAY_LAB_STATE", "/var/lib/georelay-lab"))
@@ -178,7 +179,7 @@ class HostLab:
             "ansible_ssh_common_args": f"-F /dev/null -o UserKnownHostsFile={self.known_hosts} "
                                        "-o StrictHostKeyChecking=yes",
             "ansible_python_interpreter": "/usr/bin/python3",
-            "georelay_agent_pip_extra_args": PIP_EXTRA_ARGS,
+            **AGENT_VARS,
         }
 
     # -- up / down -------------------------------------------------------------------

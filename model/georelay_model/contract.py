@@ -57,8 +57,6 @@ VARS: tuple[Var, ...] = (
         "reach PyPI (pip --no-index); empty: PyPI"),
     Var("georelay_agent_wheel_dir", "all", "~/.cache/georelay/wheels",
         "control node: where the agent's wheel is built"),
-    Var("georelay_agent_pip_extra_args", "all", "",
-        "retired in 0.2.0 and ignored (the wheelhouse is georelay_agent_wheelhouse): remove it"),
     Var("georelay_agent_venv_package", "host", "python3-venv",
         "package installed when the interpreter has no venv module"),
     Var("georelay_agent_user", "host", "georelay-agent", "systemd mode: the agent's user"),
@@ -138,6 +136,20 @@ ROLE_TUNABLES: tuple[str, ...] = (
 )
 
 KNOWN: frozenset[str] = frozenset(v.name for v in VARS) | frozenset(ROLE_TUNABLES)
+
+# Variables earlier releases read, with what replaces them: setting one is an error whose
+# fix says what to do instead.
+RETIRED: dict[str, str] = {
+    "georelay_agent_pip_extra_args": (
+        "remove it: since 0.2.0 the agent installs from its wheel with hash-pinned "
+        "dependencies; for hosts that cannot reach PyPI set georelay_agent_wheelhouse (a "
+        "control-node directory of the wheels, README 'Pointing it at real hosts'), for a "
+        "private index the host's /etc/pip.conf"),
+    "haproxy_templates_dir": "remove it: since 0.2.0 the role holds its own templates",
+    "georelay_agent_templates_dir": "remove it: since 0.2.0 the role holds its own templates",
+    "georelay_agent_source_dir": (
+        "remove it: since 0.2.0 the agent's wheel is built from the collection's agent/"),
+}
 
 SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path"})
 

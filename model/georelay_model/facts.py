@@ -48,6 +48,15 @@ def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def probe_address(bind_address: str) -> str:
+    """The address a local client reaches a listener bound to bind_address on."""
+    if bind_address == "::":
+        return "::1"
+    if bind_address in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    return bind_address
+
+
 def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
     """The normalised view of one proxy that roles/haproxy/templates/haproxy.cfg.j2 renders
     (and roles/georelay_agent's agent.json)."""
@@ -82,6 +91,9 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "bind_host": url_host(proxy.bind_address),  # before :port in haproxy.cfg's bind
         # Where the role's own check reaches the public listener (https://HOST:port/).
         "self_check_host": url_host(proxy.bind_address or "127.0.0.1"),
+        # Where the agent's probe reaches the public listener: the bind address, or the
+        # loopback of its family when HAProxy listens on every address.
+        "probe_address": probe_address(proxy.bind_address),
         "https_port": proxy.https_port,
         "http_port": proxy.http_port,
         "service_manager": proxy.service_manager,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from georelay_model.contract import KNOWN
+from georelay_model.contract import KNOWN, RETIRED
 from georelay_model.errors import InventoryError
 from georelay_model.facts import MAX_SOCKET_PATH, socket_paths
 from georelay_model.fleet import Endpoint, Fleet, Proxy, Region, Service
@@ -145,12 +145,15 @@ def _check_names(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> None:
                 unknown.setdefault(name, []).append(host)
     for name, hosts in sorted(unknown.items()):
         close = difflib.get_close_matches(name, KNOWN, n=1, cutoff=0.85)
-        if not close and not name.startswith("georelay_"):
+        if not close and not name.startswith("georelay_") and name not in RETIRED:
             continue
         where = "all" if len(hosts) == len(hostvars) else ", ".join(hosts[:3]) + (
             f" and {len(hosts) - 3} more" if len(hosts) > 3 else "")
         set_on = ("every host (group_vars/all or the all group's vars)" if where == "all"
                   else f"host(s) {where}")
+        if name in RETIRED:
+            r.problem(where, name, f"is no longer read (set for {set_on})", RETIRED[name])
+            continue
         known = _known_like(name)
         fix = (f"did you mean {close[0]}? Rename it, or remove it" if close else
                f"remove it; georelay reads only the variables of README.md, 'The inventory "

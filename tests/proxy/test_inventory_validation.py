@@ -248,6 +248,15 @@ def test_a_close_misspelling_names_the_known_variable() -> None:
     assert "did you mean georelay_agent_probe_interval?" in problem
 
 
+@pytest.mark.parametrize("name", ["georelay_agent_pip_extra_args", "haproxy_templates_dir"])
+def test_a_retired_variable_is_refused_saying_what_replaces_it(name: str) -> None:
+    hostvars = good()
+    on_all(**{name: "x"})(hostvars)
+    [problem] = problems_of(hostvars)
+    assert problem.startswith(f"all: {name}: is no longer read (set for every host")
+    assert "Fix: remove it: since 0.2.0" in problem
+
+
 def test_other_roles_haproxy_variables_pass_unless_a_near_miss() -> None:
     hostvars = good()
     on_all(haproxy_frontend_name="web", haproxy_backend_servers=[])(hostvars)
