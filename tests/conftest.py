@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import support
 from georelay_lab import programs
-from support import SERVICES, LabFleet, running_fleet
+from georelay_testing import fleet as support
+from georelay_testing.fleet import SERVICES, DeployedFleet, running_fleet
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -44,7 +44,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_region_fleet() -> Iterator[LabFleet]:
+def two_region_fleet() -> Iterator[DeployedFleet]:
     """The demo's shape: 2 regions x 2 proxies, 2 services, deployed once per module."""
     with running_fleet(regions={"us-east-1": ["e1", "e2"], "us-west-2": ["w1", "w2"]},
                        services=[dict(s) for s in SERVICES], https_port=443,
@@ -53,7 +53,7 @@ def two_region_fleet() -> Iterator[LabFleet]:
 
 
 @pytest.fixture
-def one_proxy_fleet() -> Iterator[LabFleet]:
+def one_proxy_fleet() -> Iterator[DeployedFleet]:
     """One region, one proxy, one service: for tests that change or break things."""
     with running_fleet() as fleet:
         yield fleet

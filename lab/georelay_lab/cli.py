@@ -13,8 +13,8 @@ import click
 from click.core import ParameterSource
 
 from georelay_dns.cli_support import cli_group, inventory_option
-from georelay_lab import fleet_lab, nginx_gateway
 from georelay_lab import hosts as hosts_lab
+from georelay_lab import nginx_gateway, stand_ins
 from georelay_lab.gateway import serve
 
 
@@ -57,7 +57,7 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 @main.command()
 @inventory_option()
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
-@click.option("--gateway", "gateway_kind", type=click.Choice(fleet_lab.GATEWAY_KINDS),
+@click.option("--gateway", "gateway_kind", type=click.Choice(stand_ins.GATEWAY_KINDS),
               default=None, help="Stand-in gateway: python (HTTP/1.1, fault knobs) or nginx "
               "(HTTP/2 and HTTP/1.1). Default: the kind each region last ran, else python.")
 @click.option("--gateway-keepalive-requests", type=click.IntRange(min=1),
@@ -67,7 +67,7 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
 def up(inventory: str, lab_dir: str, gateway_kind: str | None,
        gateway_keepalive_requests: int) -> None:
     """Create the lab CA and certificates, and start a stand-in gateway per region."""
-    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir), gateway_kind,
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir), gateway_kind,
                                             gateway_keepalive_requests)
     for line in lab.up():
         click.echo(line)
@@ -80,7 +80,7 @@ def up(inventory: str, lab_dir: str, gateway_kind: str | None,
               help="The proxies are hosts of this host lab: run the check on them over SSH.")
 def health(inventory: str, lab_dir: str, hosts_lab_name: str | None) -> None:
     """Each proxy's /healthz through its public listener, and its agent's Nagios check."""
-    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
     check = None
     if hosts_lab_name is not None:
         hl = _host_lab(hosts_lab_name, hosts_lab.DEFAULT_SUBNET)
@@ -100,7 +100,7 @@ def route53(inventory: str, lab_dir: str, listen: str) -> None:
     """Start a Route53 stand-in (moto_server) holding the inventory's hosted zone."""
     from georelay_lab import route53 as r53
 
-    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
     for line in r53.start(lab.lab_dir, listen, lab.fleet.zone):
         click.echo(line)
 
@@ -109,7 +109,7 @@ def route53(inventory: str, lab_dir: str, listen: str) -> None:
 @click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
 def down(lab_dir: str) -> None:
     """Stop everything the lab started (gateways, proxies, agents, Route53 stand-in)."""
-    for line in fleet_lab.down(Path(lab_dir)):
+    for line in stand_ins.down(Path(lab_dir)):
         click.echo(line)
 
 
@@ -119,7 +119,7 @@ def down(lab_dir: str) -> None:
 @click.option("--path", default="/anything", show_default=True)
 def show(inventory: str, lab_dir: str, path: str) -> None:
     """Send a request through every proxy for every service; show what the gateway got."""
-    lab = fleet_lab.FleetLab.from_inventory(_inventory(inventory), Path(lab_dir))
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
     _report(lab.show(path))
 
 

@@ -7,8 +7,8 @@ from typing import cast
 
 import pytest
 
-from agent_support import AgentFleet, make_fleet
-from support import SERVICES, LabFleet, running_fleet
+from georelay_testing.agent_fleet import AgentFleet, make_fleet
+from georelay_testing.fleet import SERVICES, DeployedFleet, running_fleet
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +22,7 @@ def agent_fleet() -> Iterator[AgentFleet]:
         yield cast(AgentFleet, fleet)  # built by make_fleet
 
 
-def _cron_dir(fleet: LabFleet) -> None:
+def _cron_dir(fleet: DeployedFleet) -> None:
     (fleet.root("p1") / "etc/cron.d").mkdir(parents=True)
 
 

@@ -23,7 +23,6 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent_support import AgentFleet, parse_nagios
 from georelay_agent.check import run as run_check
 from georelay_agent.config import Config, ConfigError, parse
 from georelay_agent.drains import Drain
@@ -34,7 +33,8 @@ from georelay_agent.observation import Observation
 from georelay_agent.schema import STATUS_SCHEMA
 from georelay_agent.server import verdict
 from georelay_agent.snapshot import Snapshot, status_document
-from support import BIN, REPO, run
+from georelay_testing.agent_fleet import AgentFleet, parse_nagios
+from georelay_testing.fleet import BIN, REPO, run
 
 FAST = {"hostname": "fast.example.com", "backend": "be_fast_example_com",
         "domain": "us-east-1-fast.example.com", "probe_path": None,

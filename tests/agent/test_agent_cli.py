@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from agent_support import AGENT_CMD, agent_env, run_agent
 from georelay_agent.config import default_config_path
-from support import REPO
+from georelay_testing.agent_fleet import AGENT_CMD, agent_env, run_agent
+from georelay_testing.fleet import REPO
 
 EX_USAGE = 64
 COMMANDS = ("serve", "supervise", "check", "drain", "undrain", "drains", "validate", "schema")

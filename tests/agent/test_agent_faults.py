@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_support import AGENT_CMD, AgentFleet, agent_env, run_agent
+from georelay_testing.agent_fleet import AGENT_CMD, AgentFleet, agent_env, run_agent
 
 
 def test_supervisor_restarts_a_dead_agent_and_cron_entry_is_installed(

@@ -15,9 +15,9 @@ import tomllib
 import jsonschema
 import pytest
 
-from agent_support import AgentFleet, parse_nagios
 from georelay_agent.schema import STATUS_SCHEMA
-from support import REPO, recap
+from georelay_testing.agent_fleet import AgentFleet, parse_nagios
+from georelay_testing.fleet import REPO, recap
 
 
 def test_all_healthy_answers_200_through_the_public_listener(agent_fleet: AgentFleet) -> None:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent_support import AgentFleet
-from support import Played
+from georelay_testing.agent_fleet import AgentFleet
+from georelay_testing.fleet import Played
 
 REASON = "kernel upgrade CHG-1234"
 WITH_REASON = ("-e", f"reason='{REASON}'")  # quoted: -e splits key=value words on spaces

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from support import BIN, REPO, run
+from georelay_testing.fleet import BIN, REPO, run
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from support import BIN, REPO, SERVICES, LabFleet, recap, short_dir
+from georelay_testing.fleet import BIN, REPO, SERVICES, DeployedFleet, recap, short_dir
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +55,13 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str] | None = None,
 
 
 @pytest.fixture(scope="module")
-def user_side() -> Iterator[tuple[LabFleet, Path, dict[str, str], dict[str, float]]]:
+def user_side() -> Iterator[tuple[DeployedFleet, Path, dict[str, str], dict[str, float]]]:
     """The collection installed into a temporary collections path, the demo fleet's shape
     deployed from a user's directory by a playbook of theirs; timings of each step."""
     timings: dict[str, float] = {}
     with short_dir() as base:
         project = base / "project"  # the user's own repository, outside the checkout
-        fleet = LabFleet(project, regions={"us-east-1": ["e1", "e2"],
+        fleet = DeployedFleet(project, regions={"us-east-1": ["e1", "e2"],
                                            "us-west-2": ["w1", "w2"]},
                          services=[dict(s) for s in SERVICES], https_port=443, http_port=80)
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dns_support import Zone
+from georelay_testing.dns_zone import Zone
 
 MOTO = Path(sys.executable).with_name("moto_server")
 

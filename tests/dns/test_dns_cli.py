@@ -14,8 +14,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from dns_support import Zone, fleet, write_inventory
 from georelay_dns.cli_support import EX_USAGE, cli_group, inventory_option
+from georelay_testing.dns_zone import Zone, fleet, write_inventory
 
 CLI = Path(sys.executable).with_name("georelay-dns")
 

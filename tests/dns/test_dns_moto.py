@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dns_drive import cli, library_plan, plan_json, recording_client
-from dns_support import Zone, fleet, write_inventory
 from georelay_dns.apply import apply_plan
+from georelay_testing.dns_drive import cli, library_plan, plan_json, recording_client
+from georelay_testing.dns_zone import Zone, fleet, write_inventory
 
 DEMO = Path(__file__).resolve().parents[2] / "inventories" / "demo"
 

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 import georelay_dns.cli_common
-from dns_drive import cli, cli_streams, plan_json
-from dns_support import Zone, fleet, write_inventory
 from georelay_dns.operator_state import Evacuation, OperatorState, StateError, check_reason
 from georelay_dns.route53 import make_client, read_live
 from georelay_dns.simulate import Evaluator
 from georelay_dns.state_record import STRING_MAX, decode, encode
 from georelay_dns.status import owned_records
 from georelay_model import load_inventory
+from georelay_testing.dns_drive import cli, cli_streams, plan_json
+from georelay_testing.dns_zone import Zone, fleet, write_inventory
 
 STATE = "_georelay-state.example.com."
 HOSTNAMES = ("fast.example.com.", "api.example.com.")

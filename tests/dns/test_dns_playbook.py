@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dns_support import Zone, fleet, write_inventory
-from support import BIN, recap, run
+from georelay_testing.dns_zone import Zone, fleet, write_inventory
+from georelay_testing.fleet import BIN, recap, run
 
 
 def test_playbook_applies_then_is_idempotent(zone: Zone, tmp_path: Path) -> None:

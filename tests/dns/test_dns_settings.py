@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from dns_support import fleet, write_inventory
 from georelay_dns.inputs import load_inputs
 from georelay_dns.tree import TreeError, build_tree
 from georelay_model import InventoryError, load_inventory
+from georelay_testing.dns_zone import fleet, write_inventory
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
     ("mode", {"georelay_dns_mode": "anycast"}, "georelay_dns_mode: 'anycast' is not a mode"),

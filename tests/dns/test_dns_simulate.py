@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from dns_drive import cli
-from dns_support import Zone, fleet, write_inventory
 from georelay_dns.inputs import load_inputs
 from georelay_dns.route53 import make_client, read_live
 from georelay_dns.simulate import Evaluator, health_for
@@ -18,6 +16,8 @@ from georelay_dns.status import owned_records
 from georelay_dns.tree import Tree, build_tree
 from georelay_model import load_inventory
 from georelay_model.regions import nearest_first, rtt_ms
+from georelay_testing.dns_drive import cli
+from georelay_testing.dns_zone import Zone, fleet, write_inventory
 
 H = "fast.example.com"
 SERVICES = [{"hostname": H, "apigw_domain": "{region}-fast.example.com"}]

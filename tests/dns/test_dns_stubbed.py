@@ -17,7 +17,6 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from dns_support import fleet, write_inventory
 from georelay_dns import operations
 from georelay_dns.apply import ApplyError, apply_plan, change_size, split_batches, wait_insync
 from georelay_dns.inputs import load_inputs
@@ -28,6 +27,7 @@ from georelay_dns.route53 import call, record_from_rrset, rrset_from_record
 from georelay_dns.state_record import decode, read_state, state_record
 from georelay_dns.tree import Tree, build_tree
 from georelay_model import load_inventory
+from georelay_testing.dns_zone import fleet, write_inventory
 
 ZONE = "Z0STUB"
 HC = {"Id": "hc-new", "CallerReference": "x", "HealthCheckVersion": 1,

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.hosts import HostLab
-from support import BIN, REPO
+from georelay_lab.stand_ins import down as lab_down
+from georelay_testing.fleet import BIN, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,10 @@ import pytest
 
 from georelay_lab import certs
 from georelay_model.facts import paths_below
-from host_support import HostFleet, host_fleet, host_state, play, run_systemd_blocks
-from reliability_support import record_figures
-from support import SERVICES, Played
-from traffic import Traffic
+from georelay_testing.fleet import SERVICES, Played
+from georelay_testing.host_fleet import HostFleet, host_fleet, host_state, play, run_systemd_blocks
+from georelay_testing.reliability import record_figures
+from georelay_testing.traffic import Traffic
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from host_support import HostFleet, host_fleet, play
-from support import SERVICES, Played
+from georelay_testing.fleet import SERVICES, Played
+from georelay_testing.host_fleet import HostFleet, host_fleet, play
 
 pytestmark = pytest.mark.slow
 

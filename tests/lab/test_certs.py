@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from georelay_lab import certs
 from georelay_lab.gateway import GatewayServer
-from support import require_program
+from georelay_testing.fleet import require_program
 
 NAMES = ["us-east-1-fast.example.com", "us-east-1-slow.example.com"]
 

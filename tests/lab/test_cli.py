@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import REPO, run
+from georelay_testing.fleet import REPO, run
 
 BIN = Path(sys.executable).parent
 LAB_COMMANDS = [[], ["up"], ["health"], ["route53"], ["down"], ["show"], ["gateway"],

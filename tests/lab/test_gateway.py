@@ -9,32 +9,32 @@ from collections.abc import Iterator
 import pytest
 
 from georelay_lab import client
-from support import LabFleet, running_fleet
+from georelay_testing.fleet import DeployedFleet, running_fleet
 
 
 @pytest.fixture(scope="module")
-def fleet() -> Iterator[LabFleet]:
+def fleet() -> Iterator[DeployedFleet]:
     with running_fleet(deploy=False, regions={"eu-west-1": ["p1"]}) as fleet:
         yield fleet
 
 
-def gw(fleet: LabFleet, sni: str, path: str = "/x", **kw: object) -> client.Reply:
+def gw(fleet: DeployedFleet, sni: str, path: str = "/x", **kw: object) -> client.Reply:
     ip, port = fleet.gateway("eu-west-1")
     return client.fetch(ip, port, sni, path, ca_file=fleet.ca_file, **kw)  # type: ignore[arg-type]
 
 
-def test_handshake_fails_for_a_name_it_does_not_serve(fleet: LabFleet) -> None:
+def test_handshake_fails_for_a_name_it_does_not_serve(fleet: DeployedFleet) -> None:
     with pytest.raises(ssl.SSLError):
         gw(fleet, "us-east-1-fast.example.com")
 
 
-def test_host_other_than_the_sni_is_forbidden(fleet: LabFleet) -> None:
+def test_host_other_than_the_sni_is_forbidden(fleet: DeployedFleet) -> None:
     reply = gw(fleet, "eu-west-1-fast.example.com", headers={"Host": "fast.example.com"})
     assert reply.status == 403
     assert reply.headers["x-amzn-errortype"] == "ForbiddenException"
 
 
-def test_matching_sni_and_host_are_echoed(fleet: LabFleet) -> None:
+def test_matching_sni_and_host_are_echoed(fleet: DeployedFleet) -> None:
     reply = gw(fleet, "eu-west-1-fast.example.com", "/p?q=1")
     echo = reply.json()
     assert reply.status == 200
@@ -43,7 +43,7 @@ def test_matching_sni_and_host_are_echoed(fleet: LabFleet) -> None:
     assert reply.headers["x-lab-sni"] == "eu-west-1-fast.example.com"
 
 
-def test_fault_knobs(fleet: LabFleet) -> None:
+def test_fault_knobs(fleet: DeployedFleet) -> None:
     assert gw(fleet, "eu-west-1-fast.example.com", "/x?status=502").status == 502
     assert len(gw(fleet, "eu-west-1-fast.example.com", "/x?bytes=5000").body) == 5000
     assert gw(fleet, "eu-west-1-fast.example.com", "/ping").json()["ping"] == "pong"

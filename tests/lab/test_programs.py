@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-import support
 from georelay_lab import programs
-from support import REPO, require_program, run
+from georelay_testing import fleet as support
+from georelay_testing.fleet import REPO, require_program, run
 
 
 def test_make_system_installs_exactly_the_list() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from support import REPO
+from georelay_testing.fleet import REPO
 
 USERS_ANSIBLE = "ansible-core==2.18.*"  # a release the user already runs, not the newest
 NOT_SHIPPED = ("georelay_lab", "georelay_tools", "georelay_agent")

@@ -7,16 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 from georelay_lab import certs, processes
-from support import LabFleet, running_fleet
+from georelay_testing.fleet import DeployedFleet, running_fleet
 
 
 @pytest.fixture
-def fleet() -> Iterator[LabFleet]:
+def fleet() -> Iterator[DeployedFleet]:
     with running_fleet(deploy=False) as fleet:
         yield fleet
 
 
-def swap_gateway_certificate(fleet: LabFleet, pem: bytes) -> None:
+def swap_gateway_certificate(fleet: DeployedFleet, pem: bytes) -> None:
     """Restart the us-east-1 stand-in gateway with another certificate."""
     lab = fleet.lab()
     lab.gateway_pem("us-east-1").write_bytes(pem)
@@ -24,7 +24,7 @@ def swap_gateway_certificate(fleet: LabFleet, pem: bytes) -> None:
     lab.start_gateway(lab.fleet.region("us-east-1"))
 
 
-def assert_refused(fleet: LabFleet) -> None:
+def assert_refused(fleet: DeployedFleet) -> None:
     for _ in range(3):
         reply = fleet.fetch("p1", "fast.example.com")
         assert 500 <= reply.status <= 599, reply.body
@@ -33,7 +33,7 @@ def assert_refused(fleet: LabFleet) -> None:
     assert processes.wait_port(ip, port, timeout=2)  # the gateway itself is up
 
 
-def test_gateway_certificate_from_an_untrusted_ca_is_refused(fleet: LabFleet) -> None:
+def test_gateway_certificate_from_an_untrusted_ca_is_refused(fleet: DeployedFleet) -> None:
     rogue = certs.new_authority("rogue CA")
     good = fleet.lab().gateway_pem("us-east-1").read_bytes()
     swap_gateway_certificate(fleet, certs.issue(rogue, ["us-east-1-fast.example.com"]))
@@ -45,7 +45,7 @@ def test_gateway_certificate_from_an_untrusted_ca_is_refused(fleet: LabFleet) ->
     assert fleet.fetch("p1", "fast.example.com").status == 200
 
 
-def test_gateway_certificate_for_another_name_is_refused(fleet: LabFleet) -> None:
+def test_gateway_certificate_for_another_name_is_refused(fleet: DeployedFleet) -> None:
     lab_ca = certs.authority(fleet.lab_dir / "certs")
     # Trusted CA, wrong name: a certificate for another region's domain.
     swap_gateway_certificate(fleet, certs.issue(lab_ca, ["eu-west-1-fast.example.com"]))
@@ -53,7 +53,7 @@ def test_gateway_certificate_for_another_name_is_refused(fleet: LabFleet) -> Non
     assert_refused(fleet)
 
 
-def test_gateway_addressed_by_a_name_that_does_not_resolve_yet(fleet: LabFleet) -> None:
+def test_gateway_addressed_by_a_name_that_does_not_resolve_yet(fleet: DeployedFleet) -> None:
     """haproxy -c and start-up need no DNS (init-addr last,libc,none); runtime resolvers do."""
     fleet.apigw = {"us-east-1": "gw.us-east-1.georelay.invalid:9443"}
     fleet.write(haproxy_resolvers=[f"{fleet.gateway('us-east-1')[0]}:5353"])

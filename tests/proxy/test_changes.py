@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from support import LabFleet, sha
-from traffic import Traffic
+from georelay_testing.fleet import DeployedFleet, sha
+from georelay_testing.traffic import Traffic
 
 
-def test_config_change_reloads_without_dropping_a_request(one_proxy_fleet: LabFleet) -> None:
+def test_config_change_reloads_without_dropping_a_request(one_proxy_fleet: DeployedFleet) -> None:
     fleet = one_proxy_fleet
     reloads = fleet.reloads("p1")
     with Traffic(fleet, "p1") as traffic:
@@ -41,7 +41,7 @@ BAD_CHANGES = [
 @pytest.mark.parametrize(("change", "message"), BAD_CHANGES,
                          ids=[next(iter(c)) for c, _ in BAD_CHANGES])
 def test_bad_change_fails_the_play_and_the_proxy_keeps_serving(
-        one_proxy_fleet: LabFleet, change: dict[str, object], message: str) -> None:
+        one_proxy_fleet: DeployedFleet, change: dict[str, object], message: str) -> None:
     fleet = one_proxy_fleet
     config = sha(fleet.config("p1"))
     reloads = fleet.reloads("p1")

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from georelay_model.contract import ROLE_TUNABLES, VARS
-from support import REPO
+from georelay_testing.fleet import REPO
 
 ROLE = REPO / "roles/haproxy"
 

@@ -16,7 +16,7 @@ from georelay_lab import certs
 from georelay_model import InventoryError, fleet_from_hostvars, load_inventory
 from georelay_model.facts import proxy_facts
 from georelay_model.tls import pem_problems
-from support import REPO
+from georelay_testing.fleet import REPO
 
 HostVars = dict[str, dict[str, Any]]
 

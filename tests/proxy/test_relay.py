@@ -9,10 +9,10 @@ import subprocess
 import pytest
 
 from georelay_lab import client
-from support import LabFleet, sha, unix_cli
+from georelay_testing.fleet import DeployedFleet, sha, unix_cli
 
 
-def test_every_proxy_relays_each_service_to_its_own_region(two_region_fleet: LabFleet) -> None:
+def test_every_proxy_relays_each_service_to_its_own_region(two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     seen = set()
     for proxy in fleet.proxy_names():
@@ -36,7 +36,7 @@ def test_every_proxy_relays_each_service_to_its_own_region(two_region_fleet: Lab
     assert len(seen) == 4
 
 
-def test_public_name_sent_straight_to_a_gateway_fails(two_region_fleet: LabFleet) -> None:
+def test_public_name_sent_straight_to_a_gateway_fails(two_region_fleet: DeployedFleet) -> None:
     """Without the proxy's rewrite API Gateway refuses the public name: that is the point."""
     fleet = two_region_fleet
     ip, port = fleet.gateway("us-east-1")
@@ -50,7 +50,7 @@ def test_public_name_sent_straight_to_a_gateway_fails(two_region_fleet: LabFleet
     assert reply.headers["x-amzn-errortype"] == "ForbiddenException"
 
 
-def test_client_forwarding_headers_are_replaced(two_region_fleet: LabFleet) -> None:
+def test_client_forwarding_headers_are_replaced(two_region_fleet: DeployedFleet) -> None:
     reply = two_region_fleet.fetch("e1", "fast.example.com", headers={
         "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example.net",
         "X-Forwarded-Proto": "http", "x-FORWARDED-port": "80"})
@@ -63,7 +63,7 @@ def test_client_forwarding_headers_are_replaced(two_region_fleet: LabFleet) -> N
                                           ["x-forwarded-proto", "https"]]
 
 
-def test_host_is_matched_case_insensitively_without_port(two_region_fleet: LabFleet) -> None:
+def test_host_is_matched_case_insensitively_without_port(two_region_fleet: DeployedFleet) -> None:
     reply = two_region_fleet.fetch("w1", "fast.example.com",
                                    headers={"Host": "FAST.Example.com:443"})
     assert reply.status == 200
@@ -72,7 +72,7 @@ def test_host_is_matched_case_insensitively_without_port(two_region_fleet: LabFl
     assert echo["x_forwarded_host"] == "FAST.Example.com:443"  # as the client sent it
 
 
-def test_unknown_host_gets_404_from_the_proxy(two_region_fleet: LabFleet) -> None:
+def test_unknown_host_gets_404_from_the_proxy(two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     before = unknown_host_4xx(fleet, "e2")
     reply = fleet.fetch("e2", "fast.example.com", "/x", headers={"Host": "nope.example.com"})
@@ -83,7 +83,7 @@ def test_unknown_host_gets_404_from_the_proxy(two_region_fleet: LabFleet) -> Non
     assert unknown_host_4xx(fleet, "e2") == before + 1
 
 
-def unknown_host_4xx(fleet: LabFleet, proxy: str) -> int:
+def unknown_host_4xx(fleet: DeployedFleet, proxy: str) -> int:
     lines = unix_cli(fleet.admin_socket(proxy), "show stat").splitlines()
     header = lines[0].lstrip("# ").split(",")
     rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
@@ -92,7 +92,7 @@ def unknown_host_4xx(fleet: LabFleet, proxy: str) -> int:
     return int(row["hrsp_4xx"])
 
 
-def test_plain_http_redirects_to_https_with_308(two_region_fleet: LabFleet) -> None:
+def test_plain_http_redirects_to_https_with_308(two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     conn = http.client.HTTPConnection(fleet.address("e1"), fleet.http_port, timeout=5)
     conn.request("GET", "/a/b?c=d", headers={"Host": "fast.example.com"})
@@ -103,7 +103,7 @@ def test_plain_http_redirects_to_https_with_308(two_region_fleet: LabFleet) -> N
 
 
 def test_http2_clients_are_relayed_with_the_rewritten_authority(
-        two_region_fleet: LabFleet) -> None:
+        two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     out = subprocess.run(
         ["curl", "-sS", "--http2", "--cacert", fleet.ca_file, "-w", "\n%{http_version}",
@@ -117,7 +117,7 @@ def test_http2_clients_are_relayed_with_the_rewritten_authority(
 
 
 def test_requests_on_one_client_connection_share_one_gateway_connection(
-        two_region_fleet: LabFleet) -> None:
+        two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     conn = fleet.connection("e1", "api.example.com")
     try:
@@ -133,7 +133,7 @@ def test_requests_on_one_client_connection_share_one_gateway_connection(
     assert counts == list(range(counts[0], counts[0] + 5)), counts
 
 
-def test_backend_connections_are_kept_and_reused(two_region_fleet: LabFleet) -> None:
+def test_backend_connections_are_kept_and_reused(two_region_fleet: DeployedFleet) -> None:
     """Across client connections too (http-reuse always): no gateway handshake each."""
     fleet = two_region_fleet
     before = {fleet.fetch("w1", "fast.example.com").json()["connection"]}
@@ -142,7 +142,7 @@ def test_backend_connections_are_kept_and_reused(two_region_fleet: LabFleet) -> 
 
 
 def test_second_run_changes_nothing_and_check_diff_touches_nothing(
-        two_region_fleet: LabFleet) -> None:
+        two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     from support import recap
 
@@ -164,7 +164,7 @@ def test_second_run_changes_nothing_and_check_diff_touches_nothing(
         fleet.write()
 
 
-def test_runtime_api_sockets(two_region_fleet: LabFleet) -> None:
+def test_runtime_api_sockets(two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
     root = fleet.root("e1")
     user = root / "run/haproxy/user.sock"

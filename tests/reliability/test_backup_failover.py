@@ -15,9 +15,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from reliability_support import home_gateway_outage, record_figures, server_row, wait_status
-from support import LabFleet, running_fleet
-from traffic import Traffic
+from georelay_testing.fleet import DeployedFleet, running_fleet
+from georelay_testing.reliability import (
+    home_gateway_outage,
+    record_figures,
+    server_row,
+    wait_status,
+)
+from georelay_testing.traffic import Traffic
 
 FAST = "be_fast_example_com"
 HOME = "us-east-1-fast.example.com"
@@ -28,13 +33,13 @@ MAX_UNANSWERED = 2  # closed without a response at the instant of the kill (see 
 
 
 @pytest.fixture(scope="module")
-def backup_fleet() -> Iterator[LabFleet]:
+def backup_fleet() -> Iterator[DeployedFleet]:
     with running_fleet(regions={"us-east-1": ["e1"], "us-west-2": ["w1"]}) as fleet:
         yield fleet
 
 
 @pytest.fixture
-def home_down(backup_fleet: LabFleet) -> Iterator[LabFleet]:
+def home_down(backup_fleet: DeployedFleet) -> Iterator[DeployedFleet]:
     """us-east-1's gateway stopped for the test; started again (and UP) afterwards."""
     fleet = backup_fleet
     lab = fleet.lab()
@@ -46,7 +51,7 @@ def home_down(backup_fleet: LabFleet) -> Iterator[LabFleet]:
         wait_status(fleet, "e1", FAST, "UP", server=HOME, timeout=15)
 
 
-def test_backend_lists_the_other_region_as_backup(backup_fleet: LabFleet) -> None:
+def test_backend_lists_the_other_region_as_backup(backup_fleet: DeployedFleet) -> None:
     config = backup_fleet.config("e1").read_text()
     home = next(line for line in config.splitlines() if f"server {HOME} " in line)
     backup = next(line for line in config.splitlines() if f"server {BACKUP} " in line)
@@ -58,13 +63,13 @@ def test_backend_lists_the_other_region_as_backup(backup_fleet: LabFleet) -> Non
     assert server_row(backup_fleet, "e1", FAST, BACKUP)["status"] == "UP"
 
 
-def test_home_serves_while_it_is_up(backup_fleet: LabFleet) -> None:
+def test_home_serves_while_it_is_up(backup_fleet: DeployedFleet) -> None:
     replies = [backup_fleet.fetch("e1", "fast.example.com", "/home") for _ in range(5)]
     assert [r.status for r in replies] == [200] * 5
     assert {r.headers["x-lab-region"] for r in replies} == {"us-east-1"}
 
 
-def test_backup_gets_its_own_host_and_sni(home_down: LabFleet) -> None:
+def test_backup_gets_its_own_host_and_sni(home_down: DeployedFleet) -> None:
     """Host follows the server actually chosen: the strict backup gateway answers 200
     (it would answer 403 to the home domain, and refuse the handshake for another SNI)."""
     fleet = home_down
@@ -77,7 +82,7 @@ def test_backup_gets_its_own_host_and_sni(home_down: LabFleet) -> None:
     assert reply.headers["x-lab-xfh"].split(":")[0] == "fast.example.com"  # as the client sent it
 
 
-def test_http2_client_is_bridged_with_the_backup_host(home_down: LabFleet) -> None:
+def test_http2_client_is_bridged_with_the_backup_host(home_down: DeployedFleet) -> None:
     fleet = home_down
     wait_status(fleet, "e1", FAST, "DOWN", server=HOME)
     out = subprocess.run(
@@ -91,7 +96,7 @@ def test_http2_client_is_bridged_with_the_backup_host(home_down: LabFleet) -> No
     assert f"x-lab-received-host: {BACKUP}" in out.stdout.lower()
 
 
-def test_failover_and_return_under_load(backup_fleet: LabFleet) -> None:
+def test_failover_and_return_under_load(backup_fleet: DeployedFleet) -> None:
     """Gateway killed under load: every request is answered, by the backup within the
     bound; gateway back: traffic returns home, again without a failed request."""
     fleet = backup_fleet

@@ -26,7 +26,8 @@ from collections.abc import Iterator
 import pytest
 
 from georelay_lab import client
-from reliability_support import (
+from georelay_testing.fleet import DeployedFleet, running_fleet
+from georelay_testing.reliability import (
     GatewayRequest,
     curl,
     gateway_log_mark,
@@ -36,8 +37,7 @@ from reliability_support import (
     server_row,
     wait_status,
 )
-from support import LabFleet, running_fleet
-from traffic import Traffic
+from georelay_testing.traffic import Traffic
 
 FAST = "be_fast_example_com"
 PUBLIC = "fast.example.com"
@@ -59,7 +59,7 @@ DOWN_AT_LEAST_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def h2_fleet() -> Iterator[LabFleet]:
+def h2_fleet() -> Iterator[DeployedFleet]:
     with running_fleet(regions={"us-east-1": ["e1"], "us-west-2": ["w1"]},
                        gateway_kind="nginx",
                        all_vars={"haproxy_backend_alpn": "h2,http/1.1"}) as fleet:
@@ -67,7 +67,7 @@ def h2_fleet() -> Iterator[LabFleet]:
 
 
 @pytest.fixture
-def home_down(h2_fleet: LabFleet) -> Iterator[LabFleet]:
+def home_down(h2_fleet: DeployedFleet) -> Iterator[DeployedFleet]:
     """us-east-1's gateway stopped for the test; started again (and UP) afterwards."""
     fleet = h2_fleet
     lab = fleet.lab()
@@ -83,7 +83,7 @@ def home_down(h2_fleet: LabFleet) -> Iterator[LabFleet]:
 CLIENTS = ["http1", "http2", "absolute-form"]
 
 
-def via_proxy(fleet: LabFleet, path: str, client_kind: str) -> tuple[str, dict[str, str]]:
+def via_proxy(fleet: DeployedFleet, path: str, client_kind: str) -> tuple[str, dict[str, str]]:
     """A request through e1 by an HTTP/1.1 client (Python), an HTTP/2 client (curl) or an
     HTTP/1.1 client sending the absolute form (curl): the protocol it spoke to the proxy
     and the answer's headers; the answer must be 200."""
@@ -98,7 +98,7 @@ def via_proxy(fleet: LabFleet, path: str, client_kind: str) -> tuple[str, dict[s
     return f"HTTP/{reply.version}", reply.headers
 
 
-def test_the_h2_stand_in_is_as_strict_as_api_gateway(h2_fleet: LabFleet) -> None:
+def test_the_h2_stand_in_is_as_strict_as_api_gateway(h2_fleet: DeployedFleet) -> None:
     fleet = h2_fleet
     ip, port = fleet.gateway("us-east-1")
     # An SNI that is not one of its domains: no handshake.
@@ -121,7 +121,7 @@ def test_the_h2_stand_in_is_as_strict_as_api_gateway(h2_fleet: LabFleet) -> None
     assert curl(fleet, ip, port, HOME, "/ping").json()["ping"] == "pong"
 
 
-def test_config_offers_h2_and_keeps_checks_on_http11(h2_fleet: LabFleet) -> None:
+def test_config_offers_h2_and_keeps_checks_on_http11(h2_fleet: DeployedFleet) -> None:
     config = h2_fleet.config("e1").read_text()
     servers = [line for line in config.splitlines()
                if line.strip().startswith((f"server {HOME} ", f"server {BACKUP} "))]
@@ -131,7 +131,7 @@ def test_config_offers_h2_and_keeps_checks_on_http11(h2_fleet: LabFleet) -> None
 
 
 @pytest.mark.parametrize("client_kind", CLIENTS)
-def test_home_gateway_gets_http2_with_its_own_authority_and_sni(h2_fleet: LabFleet,
+def test_home_gateway_gets_http2_with_its_own_authority_and_sni(h2_fleet: DeployedFleet,
                                                                  client_kind: str) -> None:
     fleet = h2_fleet
     path = f"/home-{client_kind}-client"
@@ -152,7 +152,7 @@ def is_check(request: GatewayRequest) -> bool:
     return request.path == "/ping" and request.xff == "-"
 
 
-def test_health_checks_stay_http11_on_their_own_connections(h2_fleet: LabFleet) -> None:
+def test_health_checks_stay_http11_on_their_own_connections(h2_fleet: DeployedFleet) -> None:
     """Every gateway server is UP by its checks; the checks reach the gateways as HTTP/1.1
     with the server's own Host and SNI, on connections no HTTP/2 traffic shares."""
     fleet = h2_fleet
@@ -183,7 +183,7 @@ def test_health_checks_stay_http11_on_their_own_connections(h2_fleet: LabFleet) 
 
 
 @pytest.mark.parametrize("client_kind", CLIENTS)
-def test_backup_gets_http2_with_its_own_authority_and_sni(home_down: LabFleet,
+def test_backup_gets_http2_with_its_own_authority_and_sni(home_down: DeployedFleet,
                                                            client_kind: str) -> None:
     """Bridging: the strict backup gateway answers 200 over HTTP/2, so :authority named the
     backup (nginx answers 403 to another :authority, 400 to :authority plus Host). The
@@ -201,12 +201,12 @@ def test_backup_gets_http2_with_its_own_authority_and_sni(home_down: LabFleet,
     assert [(r.protocol, r.host, r.sni, r.status) for r in seen] == [(H2, BACKUP, BACKUP, 200)]
 
 
-def proxy_log_since(fleet: LabFleet, proxy: str, offset: int) -> list[str]:
+def proxy_log_since(fleet: DeployedFleet, proxy: str, offset: int) -> list[str]:
     return fleet.log(proxy)[offset:].splitlines()
 
 
 @pytest.mark.soak
-def test_failover_and_return_under_load(h2_fleet: LabFleet) -> None:
+def test_failover_and_return_under_load(h2_fleet: DeployedFleet) -> None:
     """Gateway killed under load with HTTP/2 to the gateways: the requests in flight at the
     kill may fail (see MAX_FAILED), every later one is answered by the backup within the
     bound; gateway back: traffic returns home, none fails.

@@ -12,29 +12,29 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from georelay_lab import certs, client
-from reliability_support import (
+from georelay_testing.fleet import DeployedFleet
+from georelay_testing.reliability import (
     log_terms,
     record_figures,
     server_row,
     stat_rows,
     wait_status,
 )
-from support import LabFleet
-from traffic import percentile_ms
+from georelay_testing.traffic import percentile_ms
 
 FAST = "be_fast_example_com"
 TIMEOUT_SERVER_S = 1.0  # FAULT_VARS haproxy_timeout_server
 RETRIES = 4  # role default haproxy_retries; HAProxy waits min(timeout connect, 1s) between
 
 
-def timed(fleet: LabFleet, hostname: str, path: str,
+def timed(fleet: DeployedFleet, hostname: str, path: str,
           timeout: float = 15) -> tuple[float, client.Reply]:
     start = time.monotonic()
     reply = fleet.fetch("p1", hostname, path, timeout=timeout)
     return time.monotonic() - start, reply
 
 
-def timed_or_closed(fleet: LabFleet, hostname: str, path: str
+def timed_or_closed(fleet: DeployedFleet, hostname: str, path: str
                     ) -> tuple[float, client.Reply | None]:
     start = time.monotonic()
     try:
@@ -43,7 +43,7 @@ def timed_or_closed(fleet: LabFleet, hostname: str, path: str
         return time.monotonic() - start, None
 
 
-def restart_gateway(fleet: LabFleet, pem: bytes | None = None) -> None:
+def restart_gateway(fleet: DeployedFleet, pem: bytes | None = None) -> None:
     lab = fleet.lab()
     if pem is not None:
         lab.gateway_pem("us-east-1").write_bytes(pem)
@@ -51,7 +51,7 @@ def restart_gateway(fleet: LabFleet, pem: bytes | None = None) -> None:
     lab.start_gateway(lab.fleet.region("us-east-1"))
 
 
-def test_refused_connections_get_503_at_once_not_a_hang(fault_fleet: LabFleet) -> None:
+def test_refused_connections_get_503_at_once_not_a_hang(fault_fleet: DeployedFleet) -> None:
     """Gateway stopped: 503 from HAProxy. Until the checks mark it DOWN a request spends
     its connection retries (RETRIES x 1 s turn-around); after that 503 is immediate."""
     fleet = fault_fleet
@@ -89,7 +89,7 @@ def test_refused_connections_get_503_at_once_not_a_hang(fault_fleet: LabFleet) -
 
 
 def test_slow_gateway_gets_504_after_timeout_server_and_nothing_piles_up(
-        fault_fleet: LabFleet) -> None:
+        fault_fleet: DeployedFleet) -> None:
     """20 requests the gateway answers after 5 s: each gets 504 after timeout server (1 s),
     none is retried, and while they wait the other service and /ping answer at once."""
     fleet = fault_fleet
@@ -132,7 +132,7 @@ def test_slow_gateway_gets_504_after_timeout_server_and_nothing_piles_up(
 
 
 def test_gateway_certificate_swapped_to_an_untrusted_one_is_refused(
-        fault_fleet: LabFleet) -> None:
+        fault_fleet: DeployedFleet) -> None:
     """A gateway that suddenly presents a certificate of another CA gets no request: the
     client sees 503 from HAProxy (never the gateway's answer). Reporting it is the agent's
     job (tests/agent)."""
@@ -169,7 +169,7 @@ def test_gateway_certificate_swapped_to_an_untrusted_one_is_refused(
 
 
 def test_gateway_reset_mid_response_reaches_the_client_as_a_cut_response(
-        fault_fleet: LabFleet) -> None:
+        fault_fleet: DeployedFleet) -> None:
     """The gateway sends 200, a Content-Length and half the body, then a TCP RST.
 
     What the client sees depends on whether the RST reached HAProxy before it had relayed

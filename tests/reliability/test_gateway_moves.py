@@ -13,7 +13,8 @@ import time
 import pytest
 
 from georelay_lab.dns_server import DnsServer
-from reliability_support import (
+from georelay_testing.fleet import DeployedFleet
+from georelay_testing.reliability import (
     DNS_VARS,
     GATEWAY_NAME,
     log_terms,
@@ -22,8 +23,7 @@ from reliability_support import (
     start_gateway,
     stop_gateway,
 )
-from support import LabFleet
-from traffic import Traffic
+from georelay_testing.traffic import Traffic
 
 FAST = "be_fast_example_com"
 HOLD_VALID_S = float(DNS_VARS["haproxy_dns_hold_valid"].rstrip("s"))
@@ -42,7 +42,7 @@ REUSE_BUG = (
 
 
 def test_traffic_follows_the_gateway_name_to_a_new_address_without_reload(
-        moving_fleet: tuple[LabFleet, DnsServer]) -> None:
+        moving_fleet: tuple[DeployedFleet, DnsServer]) -> None:
     """The name moves from A to B under traffic. Within SWITCH_BOUND_S the server's address
     is B (no reload); connections to B serve; when A then goes away, every request is
     answered by B and none fails (settled: from CUT_S after A stopped). Measured: how much

@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from reliability_support import (
+from georelay_testing.fleet import DeployedFleet, running_fleet
+from georelay_testing.reliability import (
     gateway_log_mark,
     gateway_requests,
     record_figures,
     server_row,
 )
-from support import LabFleet, running_fleet
-from traffic import Traffic
+from georelay_testing.traffic import Traffic
 
 FAST = "be_fast_example_com"
 GATEWAY_REQUESTS = 100  # the stand-in gateway's requests (streams) per connection
@@ -40,7 +40,7 @@ MIN_REQUESTS = 20 * GATEWAY_REQUESTS  # enough for the gateway to recycle 20 tim
 
 
 @pytest.fixture(scope="module")
-def recycling_fleet() -> Iterator[LabFleet]:
+def recycling_fleet() -> Iterator[DeployedFleet]:
     with running_fleet(regions={"us-east-1": ["r1", "r2"]}, gateway_kind="nginx",
                        gateway_keepalive_requests=GATEWAY_REQUESTS,
                        all_vars={"haproxy_backend_alpn": "h2,http/1.1"},
@@ -48,7 +48,7 @@ def recycling_fleet() -> Iterator[LabFleet]:
         yield fleet
 
 
-def under_load(fleet: LabFleet, proxy: str) -> dict[str, Any]:
+def under_load(fleet: DeployedFleet, proxy: str) -> dict[str, Any]:
     """MIN_REQUESTS or more from 12 kept-alive and 2 fresh-connection clients through proxy:
     what they saw, the counters of the proxy's gateway server over that time, and the most
     requests the gateway received on one connection (health checks, HTTP/1.1 on connections
@@ -68,7 +68,7 @@ def under_load(fleet: LabFleet, proxy: str) -> dict[str, Any]:
 
 
 def test_max_reuse_retires_h2_connections_before_the_gateway_does(
-        recycling_fleet: LabFleet) -> None:
+        recycling_fleet: DeployedFleet) -> None:
     fleet = recycling_fleet
     config = fleet.config("r1").read_text()
     assert f" max-reuse {MAX_REUSE}" in config and " alpn h2,http/1.1 " in config

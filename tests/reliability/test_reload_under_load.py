@@ -13,14 +13,14 @@ import http.client
 import threading
 import time
 
-from reliability_support import module_reload, record_figures
-from support import LabFleet, sha
-from traffic import Traffic
+from georelay_testing.fleet import DeployedFleet, sha
+from georelay_testing.reliability import module_reload, record_figures
+from georelay_testing.traffic import Traffic
 
 RELOADS = 50
 PAUSING_RELOADS = 6
 HARD_STOP_AFTER_S = 3  # RELOAD_VARS haproxy_hard_stop_after
-def test_fifty_reloads_drop_no_request_and_leave_no_old_worker(reload_fleet: LabFleet) -> None:
+def test_fifty_reloads_drop_no_request_and_leave_no_old_worker(reload_fleet: DeployedFleet) -> None:
     """Clients on fresh and kept-alive connections see no failure across 50 reloads.
 
     A request still in flight at the last reload (10 s at the gateway) keeps the old worker
@@ -84,7 +84,7 @@ def test_fifty_reloads_drop_no_request_and_leave_no_old_worker(reload_fleet: Lab
 
 
 def test_reloads_never_close_a_pausing_kept_alive_client_under_it(
-        reload_fleet: LabFleet) -> None:
+        reload_fleet: DeployedFleet) -> None:
     """Clients that pause 250 ms between requests on a kept-alive connection (as browsers,
     SDK connection pools and load balancers do) must get "Connection: close" on a response,
     never a connection closed while they send."""
@@ -102,7 +102,7 @@ def test_reloads_never_close_a_pausing_kept_alive_client_under_it(
 
 
 def test_config_rejected_by_haproxy_never_replaces_the_running_one(
-        reload_fleet: LabFleet) -> None:
+        reload_fleet: DeployedFleet) -> None:
     fleet = reload_fleet
     config = sha(fleet.config("p1"))
     reloads = fleet.reloads("p1")

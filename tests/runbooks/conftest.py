@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from runbook_lab import RunbookFleet, runbook_fleet
+
+from georelay_testing.runbook_lab import RunbookFleet, runbook_fleet
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from runbook_lab import RunbookFleet
 
-from support import REPO
+from georelay_testing.fleet import REPO
+from georelay_testing.runbook_lab import RunbookFleet
 
 TOOLS = str(Path(sys.executable).with_name("georelay-tools"))  # make drill runs it
 

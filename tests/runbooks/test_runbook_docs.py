@@ -11,8 +11,16 @@ import shlex
 import subprocess
 
 import pytest
-from cli_check import HELP, check_command, simple_commands
-from runbook_doc import RUNBOOKS, SECTIONS, Runbook, index, index_variables, runbooks
+
+from georelay_testing.cli_check import HELP, check_command, simple_commands
+from georelay_testing.runbook_doc import (
+    RUNBOOKS,
+    SECTIONS,
+    Runbook,
+    index,
+    index_variables,
+    runbooks,
+)
 
 SITUATIONS = {"proxy-unhealthy.md", "region-gateway-down.md", "region-lost.md",
               "all-regions-unhealthy.md", "certificate-expiring.md", "reload-failed.md",

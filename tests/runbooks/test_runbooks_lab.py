@@ -18,12 +18,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-from runbook_doc import Block, Runbook, runbooks
-from runbook_lab import RunbookFleet
 from test_runbook_docs import SITUATIONS
 
 from georelay_agent.haproxy_runtime import ProcInfo, send, show_proc
 from georelay_lab import certs
+from georelay_testing.runbook_doc import Block, Runbook, runbooks
+from georelay_testing.runbook_lab import RunbookFleet
 
 USAGE_ERRORS = re.compile(r"No such option|No such command|unrecognized arguments|"
                           r"invalid choice|Usage: |usage: |option .* is unknown")

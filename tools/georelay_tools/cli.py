@@ -76,8 +76,8 @@ def drill(inventory: str, lab_dir: Path, settle_timeout: float) -> None:
     put it back. Exit 0: every step as expected; 1: something was not; 69 (EX_UNAVAILABLE):
     the lab is not in a state the drill can run on (the message says what to do)."""
     from georelay_lab.checkout import CheckoutError
-    from georelay_lab.fleet_lab import FleetLab
     from georelay_lab.processes import ProcessError
+    from georelay_lab.stand_ins import StandIns
     from georelay_model import InventoryError
     from georelay_tools.drill import Drill, DrillError
 
@@ -85,7 +85,7 @@ def drill(inventory: str, lab_dir: Path, settle_timeout: float) -> None:
         raise click.UsageError(f"no inventory at {inventory}: give -i PATH of the lab "
                                "fleet's inventory, e.g. -i inventories/demo")
     try:
-        lab = FleetLab.from_inventory(inventory, lab_dir)
+        lab = StandIns.from_inventory(inventory, lab_dir)
     except InventoryError as exc:
         raise click.ClickException(str(exc)) from exc
     run = Drill(lab, inventory, settle_timeout=settle_timeout,

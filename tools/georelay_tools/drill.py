@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from georelay_lab import client, processes
-from georelay_lab.fleet_lab import FleetLab
 from georelay_lab.processes import haproxy_running, start_haproxy, stop_haproxy
+from georelay_lab.stand_ins import StandIns
 from georelay_model import Proxy, Region
 from georelay_model.facts import paths_below
 
@@ -50,7 +50,7 @@ def _tool(name: str) -> str:
     return str(here) if here.exists() else (shutil.which(name) or name)
 
 
-def proxy_root(lab: FleetLab, proxy: Proxy) -> Path:
+def proxy_root(lab: StandIns, proxy: Proxy) -> Path:
     """The lab's georelay_root of a proxy (the demo's inventory puts it there too)."""
     return lab.lab_dir / "proxies" / proxy.name
 
@@ -68,7 +68,7 @@ class Seen:
         return f"{self.status} {self.text}" if self.status is not None else f"FAILED {self.text}"
 
 
-def healthz(lab: FleetLab, proxy: Proxy, hostname: str) -> Seen:
+def healthz(lab: StandIns, proxy: Proxy, hostname: str) -> Seen:
     """/healthz through the public listener: what Route53's health check gets."""
     try:
         reply = client.fetch(proxy.public_address, proxy.https_port, hostname, "/healthz",
@@ -79,7 +79,7 @@ def healthz(lab: FleetLab, proxy: Proxy, hostname: str) -> Seen:
                 if reply.body.strip() else "")
 
 
-def request(lab: FleetLab, proxy: Proxy, hostname: str, path: str = "/anything") -> Seen:
+def request(lab: StandIns, proxy: Proxy, hostname: str, path: str = "/anything") -> Seen:
     """A real request through the proxy; the stand-in gateway says which region it is."""
     try:
         reply = client.fetch(proxy.public_address, proxy.https_port, hostname, path,
@@ -140,7 +140,7 @@ class View:
 
 @dataclass
 class Drill:
-    lab: FleetLab
+    lab: StandIns
     inventory: str
     out: Callable[[str], None] = print
     settle_timeout: float = 45.0  # seconds a step may take to show (checks, rise/fall)

@@ -28,10 +28,10 @@ import yaml
 from georelay_agent.haproxy_api import parse_stat
 from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc, send
 from georelay_lab import client, nginx_gateway, programs
-from georelay_lab.fleet_lab import FleetLab
-from georelay_lab.fleet_lab import down as lab_down
+from georelay_lab.stand_ins import StandIns
+from georelay_lab.stand_ins import down as lab_down
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NETS_DIR = Path("/tmp/georelay-test-nets")
 
@@ -205,14 +205,14 @@ def short_dir() -> Iterator[Path]:
 
 @contextmanager
 def running_fleet(*, deploy: bool = True,
-                  make: Callable[..., LabFleet] | None = None,
-                  before_deploy: Callable[[LabFleet], None] | None = None,
-                  **fields: Any) -> Iterator[LabFleet]:
-    """A LabFleet (or what `make(base, **fields)` builds) in a short directory: gateways up,
+                  make: Callable[..., DeployedFleet] | None = None,
+                  before_deploy: Callable[[DeployedFleet], None] | None = None,
+                  **fields: Any) -> Iterator[DeployedFleet]:
+    """A DeployedFleet (or what `make(base, **fields)` builds) in a short directory: gateways up,
     proxies deployed and healthy (unless deploy=False); everything stopped and removed
     afterwards. `before_deploy` runs once the gateways are up."""
     with short_dir() as base:
-        fleet = (make or LabFleet)(base, **fields)
+        fleet = (make or DeployedFleet)(base, **fields)
         try:
             fleet.up()
             if before_deploy:
@@ -227,7 +227,7 @@ def running_fleet(*, deploy: bool = True,
 
 
 @dataclass
-class LabFleet:
+class DeployedFleet:
     """A georelay fleet on loopback: inventory, lab CA, gateways, deployed proxies."""
 
     base: Path
@@ -325,8 +325,8 @@ class LabFleet:
         (self.inventory / "group_vars/all.yml").write_text(
             yaml.safe_dump(group_vars, sort_keys=False))
 
-    def lab(self) -> FleetLab:
-        return FleetLab.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind,
+    def lab(self) -> StandIns:
+        return StandIns.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind,
                                        self.gateway_keepalive_requests)
 
     def up(self) -> None:

@@ -1,7 +1,7 @@
-"""Helpers for the agent's tests: the lab's LabFleet with the agent tuned for fast fault tests.
+"""Helpers for the agent's tests: the lab's DeployedFleet with the agent tuned for fast fault tests.
 
 The agent observes every 0.5 s with rise = fall = 2 and HAProxy checks gateways every 500 ms
-(haproxy_check_interval, set by LabFleet), so a region's failure shows in /healthz in about
+(haproxy_check_interval, set by DeployedFleet), so a region's failure shows in /healthz in about
 1-2 s and its recovery as fast; the tests assert 3 s. Its probe trusts the lab CA.
 """
 
@@ -17,15 +17,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from support import BIN, REPO, LabFleet
+from georelay_testing.fleet import BIN, REPO, DeployedFleet
 
 AGENT_VARS: dict[str, Any] = {"georelay_agent_interval": 0.5, "georelay_agent_rise": 2,
                               "georelay_agent_fall": 2}
 AGENT_PORT = 8405
 
 
-class AgentFleet(LabFleet):
-    """LabFleet plus the agent's paths and endpoints of each proxy."""
+class AgentFleet(DeployedFleet):
+    """DeployedFleet plus the agent's paths and endpoints of each proxy."""
 
     def agent_config(self, proxy: str) -> Path:
         return self.root(proxy) / "etc/georelay-agent/agent.json"

@@ -22,8 +22,8 @@ from typing import Any
 
 from georelay_lab import nginx_gateway, processes
 from georelay_model.facts import paths_below
-from support import REPO, LabFleet, unix_cli
-from traffic import Sample, Traffic
+from georelay_testing.fleet import REPO, DeployedFleet, unix_cli
+from georelay_testing.traffic import Sample, Traffic
 
 # The role's module georelay.relay.haproxy_master; it imports the collection's module_utils
 # as ansible_collections.georelay.relay..., which the checkout's link resolves (make setup).
@@ -57,11 +57,11 @@ def record_figures(test: str, figures: dict[str, Any]) -> None:
 
 @contextmanager
 def deployed_fleet(all_vars: dict[str, Any], *, services: list[dict[str, Any]] | None = None,
-                   before_deploy: Callable[[LabFleet], None] | None = None
-                   ) -> Iterator[LabFleet]:
+                   before_deploy: Callable[[DeployedFleet], None] | None = None
+                   ) -> Iterator[DeployedFleet]:
     """One region, one proxy (p1): gateways up, deployed by the playbook, checks passing."""
     base = Path(tempfile.mkdtemp(prefix="georelay-", dir="/tmp"))
-    fleet = LabFleet(base, all_vars=dict(all_vars))
+    fleet = DeployedFleet(base, all_vars=dict(all_vars))
     if services is not None:
         fleet.services = services
     try:
@@ -76,7 +76,7 @@ def deployed_fleet(all_vars: dict[str, Any], *, services: list[dict[str, Any]] |
         shutil.rmtree(base, ignore_errors=True)
 
 
-def module_reload(fleet: LabFleet, proxy: str, timeout: int = 30) -> dict[str, Any]:
+def module_reload(fleet: DeployedFleet, proxy: str, timeout: int = 30) -> dict[str, Any]:
     """One hitless reload through roles/haproxy's own module, exactly as the handler runs it.
 
     The handler "Reload HAProxy hitlessly" calls georelay.relay.haproxy_master with
@@ -101,7 +101,7 @@ def module_reload(fleet: LabFleet, proxy: str, timeout: int = 30) -> dict[str, A
     return result
 
 
-def stat_rows(fleet: LabFleet, proxy: str) -> list[dict[str, str]]:
+def stat_rows(fleet: DeployedFleet, proxy: str) -> list[dict[str, str]]:
     """`show stat` of the admin socket as dicts (pxname, svname, status, scur, ...)."""
     text = unix_cli(fleet.admin_socket(proxy), "show stat")
     lines = text.splitlines()
@@ -109,7 +109,7 @@ def stat_rows(fleet: LabFleet, proxy: str) -> list[dict[str, str]]:
     return [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
 
 
-def server_row(fleet: LabFleet, proxy: str, backend: str,
+def server_row(fleet: DeployedFleet, proxy: str, backend: str,
                server: str | None = None) -> dict[str, str]:
     """The stat row of the backend's server named server (default: its first, the home one)."""
     return next(r for r in stat_rows(fleet, proxy)
@@ -117,7 +117,7 @@ def server_row(fleet: LabFleet, proxy: str, backend: str,
                 and (server is None or r["svname"] == server))
 
 
-def wait_status(fleet: LabFleet, proxy: str, backend: str, prefix: str,
+def wait_status(fleet: DeployedFleet, proxy: str, backend: str, prefix: str,
                 timeout: float = 10.0, server: str | None = None) -> float:
     """Seconds until the backend's gateway server's status starts with prefix (UP, DOWN)."""
     start = time.monotonic()
@@ -129,14 +129,14 @@ def wait_status(fleet: LabFleet, proxy: str, backend: str, prefix: str,
                          f"{server_row(fleet, proxy, backend, server)}")
 
 
-def server_address(fleet: LabFleet, proxy: str, backend: str) -> str:
+def server_address(fleet: DeployedFleet, proxy: str, backend: str) -> str:
     """The address the running worker uses for the backend's server (show servers state)."""
     text = unix_cli(fleet.admin_socket(proxy), f"show servers state {backend}")
     row = text.splitlines()[2].split()
     return row[4]  # be_id be_name srv_id srv_name srv_addr ...
 
 
-def start_gateway(fleet: LabFleet, name: str, listen: tuple[str, int], region_label: str,
+def start_gateway(fleet: DeployedFleet, name: str, listen: tuple[str, int], region_label: str,
                   domains: list[str], cert: Path) -> int:
     """An extra stand-in gateway; its pid file is under the lab dir, so fleet.down() ends it."""
     cmd = [sys.executable, "-m", "georelay_lab", "gateway", "--region", region_label,
@@ -149,11 +149,11 @@ def start_gateway(fleet: LabFleet, name: str, listen: tuple[str, int], region_la
     return pid
 
 
-def stop_gateway(fleet: LabFleet, name: str) -> bool:
+def stop_gateway(fleet: DeployedFleet, name: str) -> bool:
     return processes.stop(fleet.lab_dir / "gateways" / f"{name}.pid")
 
 
-def log_terms(fleet: LabFleet, proxy: str, path_part: str) -> list[str]:
+def log_terms(fleet: DeployedFleet, proxy: str, path_part: str) -> list[str]:
     """Termination states (term=) of the traffic log lines whose path contains path_part."""
     return [m.group(1) for line in fleet.log(proxy).splitlines() if path_part in line
             for m in [re.search(r" term=(\S+)", line)] if m]
@@ -189,7 +189,7 @@ class Outage:
         return last_backup - self.restarted
 
 
-def home_gateway_outage(fleet: LabFleet, traffic: Traffic, proxy: str, backend: str,
+def home_gateway_outage(fleet: DeployedFleet, traffic: Traffic, proxy: str, backend: str,
                         region: str, server: str, down_at_least_s: float = 0.0) -> Outage:
     """With traffic flowing: stop region's gateway until proxy marks server DOWN, 60 more
     requests have ended and down_at_least_s has passed; start it until server is UP again
@@ -221,7 +221,7 @@ class CurlReply:
         return json.loads(self.body)
 
 
-def curl(fleet: LabFleet, address: str, port: int, hostname: str, path: str, *,
+def curl(fleet: DeployedFleet, address: str, port: int, hostname: str, path: str, *,
          http2: bool = True, headers: dict[str, str] | None = None,
          request_target: str | None = None, timeout: float = 10.0) -> CurlReply:
     """One request with curl to address:port, naming hostname (SNI, Host or :authority),
@@ -265,17 +265,17 @@ GATEWAY_LOG_LINE = re.compile(r"^(\S+) host=(\S*) sni=(\S*) conn=(\d+) req=\d+ (
                               r"status=(\d+) xff=(.*)$")
 
 
-def gateway_access_log(fleet: LabFleet, region: str) -> Path:
+def gateway_access_log(fleet: DeployedFleet, region: str) -> Path:
     return nginx_gateway.access_log(fleet.lab().gateway_files(region)[0])
 
 
-def gateway_log_mark(fleet: LabFleet, region: str) -> int:
+def gateway_log_mark(fleet: DeployedFleet, region: str) -> int:
     """The size of the region's gateway access log now: read from here on with since=."""
     path = gateway_access_log(fleet, region)
     return path.stat().st_size if path.exists() else 0
 
 
-def gateway_requests(fleet: LabFleet, region: str, since: int = 0) -> list[GatewayRequest]:
+def gateway_requests(fleet: DeployedFleet, region: str, since: int = 0) -> list[GatewayRequest]:
     """What the region's nginx stand-in gateway received, from byte offset since."""
     path = gateway_access_log(fleet, region)
     if not path.exists():

@@ -1,6 +1,6 @@
 """Test fleets on real Debian 12 hosts: the host lab's containers, reached over SSH.
 
-A HostFleet is the LabFleet of the loopback tests with its proxies on hosts of the host lab
+A HostFleet is the DeployedFleet of the loopback tests with its proxies on hosts of the host lab
 (lab/georelay_lab/hosts.py): each proxy is a systemd-nspawn host with systemd as PID 1,
 Ansible connects as the sudo user ``deploy`` with the lab's key and known_hosts, HAProxy runs
 under Debian's haproxy.service (the role's default, systemd mode). The stand-in gateways
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_support import AGENT_VARS, AgentFleet
 from georelay_agent import haproxy_runtime
 from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc
 from georelay_lab import host_image
-from georelay_lab.fleet_lab import down as lab_down
 from georelay_lab.hosts import Host, HostLab
-from support import BIN, Played, gateways_up, run, short_dir
+from georelay_lab.stand_ins import down as lab_down
+from georelay_testing.agent_fleet import AGENT_VARS, AgentFleet
+from georelay_testing.fleet import BIN, Played, gateways_up, run, short_dir
 
 LAB = "test"
 SUBNET = "10.213.1.0/24"

@@ -22,7 +22,7 @@ GATEWAY_KINDS = ("python", nginx_gateway.KIND)
 
 
 @dataclass
-class FleetLab:
+class StandIns:
     fleet: Fleet
     lab_dir: Path
     gateway_kind: str | None = None  # None: as the region's gateway last ran, else python
@@ -38,7 +38,7 @@ class FleetLab:
     def from_inventory(cls, inventory: str, lab_dir: Path,
                        gateway_kind: str | None = None,
                        gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS
-                       ) -> FleetLab:
+                       ) -> StandIns:
         try:
             fleet = fleet_from_hostvars(load_inventory(inventory))
         except InventoryError as exc:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runbook_doc import REPO
+from georelay_testing.runbook_doc import REPO
 
 BIN = Path(sys.executable).parent
 PATH = os.pathsep.join([str(BIN), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",

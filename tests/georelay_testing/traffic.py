@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from georelay_lab import client
-from support import LabFleet
+from georelay_testing.fleet import DeployedFleet
 
 BOUND_S = 120.0  # no loop runs longer than this, whatever happens
 
@@ -40,7 +40,7 @@ class Traffic:
     status, which stand-in gateway answered) so tests can look at a window of it.
     """
 
-    fleet: LabFleet
+    fleet: DeployedFleet
     proxy: str
     hostname: str = "fast.example.com"
     fresh_loops: int = 2

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cli_check import PATH
-from runbook_doc import REPO, Block
-
 from georelay_lab import client, route53
 from georelay_lab.processes import haproxy_running, start_haproxy, stop_haproxy
-from support import BIN, SERVICES, LabFleet, run, running_fleet, unix_cli
+from georelay_testing.cli_check import PATH
+from georelay_testing.fleet import BIN, SERVICES, DeployedFleet, run, running_fleet, unix_cli
+from georelay_testing.runbook_doc import REPO, Block
 
 REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1", "w2"]}
 # Fast agent and checks, so a staged failure shows in a second or two (tests/agent does so).
@@ -30,8 +29,8 @@ AWS = {"AWS_ACCESS_KEY_ID": "georelay-lab", "AWS_SECRET_ACCESS_KEY": "georelay-l
 
 
 @dataclass
-class RunbookFleet(LabFleet):
-    """LabFleet plus a Route53 stand-in and what the runbooks' variables mean here."""
+class RunbookFleet(DeployedFleet):
+    """DeployedFleet plus a Route53 stand-in and what the runbooks' variables mean here."""
 
     bound: dict[str, str] = field(default_factory=dict)
 
