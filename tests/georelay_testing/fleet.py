@@ -364,12 +364,18 @@ class DeployedFleet:
     def reloads(self, proxy: str) -> int:
         return self.proc(proxy).reloads
 
-    def wait_healthy(self, proxy: str, timeout: float = 10.0) -> None:
-        """Until every gateway server of the proxy is UP (checks passed)."""
+    def show_stat(self, proxy: str) -> str:
+        """The proxy's Runtime API `show stat`, as HAProxy answers it."""
+        return unix_cli(self.admin_socket(proxy), "show stat")
+
+    def wait_healthy(self, proxy: str, timeout: float = 10.0,
+                     states: tuple[str, ...] = ("UP",)) -> None:
+        """Until every gateway server of the proxy is in one of states (UP: checks passed)."""
         deadline = time.monotonic() + timeout
+        stat = ""
         while time.monotonic() < deadline:
-            stat = unix_cli(self.admin_socket(proxy), "show stat")
-            if gateways_up(stat):
+            stat = self.show_stat(proxy)
+            if gateways_up(stat, states):
                 return
             time.sleep(0.1)
         raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")

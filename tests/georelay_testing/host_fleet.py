@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from georelay_agent import haproxy_runtime
-from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc
 from georelay_lab import host_image
 from georelay_lab.hosts import Host, HostLab
 from georelay_lab.stand_ins import down as lab_down
 from georelay_testing.agent_fleet import AGENT_VARS, AgentFleet
-from georelay_testing.fleet import BIN, Played, gateways_up, run, short_dir
+from georelay_testing.fleet import BIN, Played, run, short_dir
 
 LAB = "test"
 SUBNET = "10.213.1.0/24"
@@ -141,21 +140,15 @@ class HostFleet(AgentFleet):
     def show_proc(self, proxy: str) -> str:
         return self.socket_cli(proxy, "/run/haproxy-master.sock", "show proc")
 
-    def proc(self, proxy: str) -> ProcInfo:
-        return parse_show_proc(self.show_proc(proxy))
+    def show_stat(self, proxy: str) -> str:
+        return self.socket_cli(proxy, "/run/haproxy/admin.sock", "show stat")
 
     def failed_reloads(self, proxy: str) -> int:
         return self.proc(proxy).failed_reloads
 
-    def wait_healthy(self, proxy: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        stat = ""
-        while time.monotonic() < deadline:
-            stat = self.socket_cli(proxy, "/run/haproxy/admin.sock", "show stat")
-            if gateways_up(stat, ("UP", "no check")):
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")
+    def wait_healthy(self, proxy: str, timeout: float = 15.0,
+                     states: tuple[str, ...] = ("UP", "no check")) -> None:
+        super().wait_healthy(proxy, timeout, states)
 
     def unit(self, proxy: str, unit: str) -> dict[str, str]:
         """systemctl show of a unit on the host (selected properties)."""
