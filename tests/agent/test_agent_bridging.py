@@ -380,7 +380,7 @@ def test_the_role_template_renders_backups_and_the_switch(tmp_path: Path) -> Non
          "server": "eu-west-1-fast.example.com:443", "resolve": True}]}
     root = str(tmp_path)
     fact = {"name": "e1", "region": "us-east-1", "bind_address": "127.0.0.1",
-            "https_port": 443, "healthz_path": "/georelay-health",
+            "https_port": 443, "healthz_path": "/georelay-health", "probe_address": "127.0.0.1",
             "service_manager": "process", "root": root,
             "agent": {"address": "127.0.0.1", "port": 8405, "server": "127.0.0.1:8405"},
             "paths": {"user_socket": f"{root}/run/haproxy/user.sock",
