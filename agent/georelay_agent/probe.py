@@ -27,7 +27,9 @@ class ProbeResult:
     at: float  # wall clock of the probe
 
 
-class _PinnedConnection(http.client.HTTPSConnection):
+class PinnedConnection(http.client.HTTPSConnection):
+    """HTTPS to a given address, with SNI and Host the hostname (no DNS lookup)."""
+
     def __init__(self, address: str, port: int, hostname: str, context: ssl.SSLContext,
                  timeout: float) -> None:
         super().__init__(hostname, port, context=context, timeout=timeout)
@@ -50,7 +52,7 @@ def probe(address: str, port: int, hostname: str, path: str, *, timeout: float,
     """One request on a fresh connection; never raises."""
     start = time.monotonic()
     at = time.time()
-    conn = _PinnedConnection(address, port, hostname, context, timeout)
+    conn = PinnedConnection(address, port, hostname, context, timeout)
     status: int | None = None
     not_after: float | None = None
     error: str | None = None

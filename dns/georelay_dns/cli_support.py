@@ -45,24 +45,28 @@ def _usage_exit(e: click.UsageError) -> click.UsageError:
     return e
 
 
-class UsageCommand(click.Command):
-    """A click command whose usage errors exit 64 instead of click's 2."""
+class _ExitsUsage:
+    """Turns click's usage errors (exit 2) into exit 64, in parsing and in the command."""
 
     def make_context(self, info_name: str | None, args: list[str],
                      parent: click.Context | None = None, **extra: Any) -> click.Context:
         try:
-            return super().make_context(info_name, args, parent, **extra)
+            return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc]
         except click.UsageError as e:
             raise _usage_exit(e) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # type: ignore[misc]
         except click.UsageError as e:
             raise _usage_exit(e) from None
 
 
-class UsageGroup(click.Group):
+class UsageCommand(_ExitsUsage, click.Command):
+    """A click command whose usage errors exit 64 instead of click's 2."""
+
+
+class UsageGroup(_ExitsUsage, click.Group):
     """A click group whose usage errors, its own and its subcommands', exit 64.
 
     Subcommands and subgroups made with ``@group.command()`` / ``@group.group()`` are
@@ -72,19 +76,6 @@ class UsageGroup(click.Group):
 
     command_class = UsageCommand
     group_class = type  # subgroups made with @group.group() are of this same class
-
-    def make_context(self, info_name: str | None, args: list[str],
-                     parent: click.Context | None = None, **extra: Any) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as e:
-            raise _usage_exit(e) from None
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.UsageError as e:
-            raise _usage_exit(e) from None
 
 
 def distribution_version(distribution: str) -> str:

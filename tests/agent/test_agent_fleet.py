@@ -193,7 +193,7 @@ def test_check_ok_with_perfdata_and_json(agent_fleet: AgentFleet) -> None:
 
 
 def test_a_hitless_reload_keeps_healthz_200_and_is_counted(agent_fleet: AgentFleet) -> None:
-    from support import unix_cli
+    from georelay_testing.fleet import unix_cli
 
     agent_fleet.wait_public("e1", 200, timeout=5)
     before = agent_fleet.status("e1")["haproxy"]

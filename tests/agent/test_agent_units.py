@@ -255,9 +255,9 @@ def test_starting_and_observed_documents_match_the_schema(tmp_path: Path) -> Non
 
 def test_role_spec_defaults_and_contract_name_the_same_variables() -> None:
     import yaml
-    from support import REPO
 
     from georelay_model.contract import KNOWN
+    from georelay_testing.fleet import REPO
 
     role = REPO / "roles/georelay_agent"
     spec = set(yaml.safe_load((role / "meta/argument_specs.yml").read_text())

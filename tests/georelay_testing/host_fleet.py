@@ -221,7 +221,7 @@ def run_systemd_blocks(fleet: HostFleet, proxy: str, runbook: str,
     import os
     import re
 
-    from runbook_doc import RUNBOOKS, parse
+    from georelay_testing.runbook_doc import RUNBOOKS, parse
 
     book = parse(RUNBOOKS / runbook)
     blocks = [b for b in book.blocks if b.kind == "systemd"

@@ -144,7 +144,7 @@ def test_backend_connections_are_kept_and_reused(two_region_fleet: DeployedFleet
 def test_second_run_changes_nothing_and_check_diff_touches_nothing(
         two_region_fleet: DeployedFleet) -> None:
     fleet = two_region_fleet
-    from support import recap
+    from georelay_testing.fleet import recap
 
     again = fleet.play()
     assert again.returncode == 0, again.stdout[-3000:]

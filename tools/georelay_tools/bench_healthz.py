@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 import statistics
 import sys
@@ -27,19 +26,8 @@ from urllib.parse import urlsplit
 
 import click
 
+from georelay_agent.probe import PinnedConnection
 from georelay_dns.cli_support import cli_command
-
-
-class _Pinned(http.client.HTTPSConnection):
-    def __init__(self, address: str, port: int, host: str, ctx: ssl.SSLContext,
-                 timeout: float) -> None:
-        super().__init__(host, port, context=ctx, timeout=timeout)
-        self.address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        ctx: ssl.SSLContext = self._context  # type: ignore[attr-defined]
-        self.sock = ctx.wrap_socket(sock, server_hostname=self.host)
 
 
 @dataclass(frozen=True)
@@ -73,7 +61,7 @@ def run(args: Load) -> dict[str, object]:
         ctx.set_alpn_protocols(["http/1.1"])
 
         def connect() -> http.client.HTTPConnection:
-            return _Pinned(args.address, args.port, args.host, ctx, args.timeout)
+            return PinnedConnection(args.address, args.port, args.host, ctx, args.timeout)
 
     total = int(args.rate * args.duration)
     latencies: list[float] = []
