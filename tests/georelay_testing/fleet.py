@@ -286,6 +286,36 @@ class DeployedFleet:
         path = self.root(proxy) / "var/log/haproxy/haproxy.log"
         return path.read_text() if path.exists() else ""
 
+    def host_vars_of(self, proxy: str) -> dict[str, Any]:
+        """The inventory variables of one proxy (before the test's own host_vars)."""
+        return {"public_ip": self.address(proxy),
+                "haproxy_bind_address": self.address(proxy),
+                "georelay_agent_bind_address": self.address(proxy),
+                "georelay_root": str(self.root(proxy))}
+
+    def common_vars(self) -> dict[str, Any]:
+        """Fleet-wide variables of every test fleet, wherever its proxies run."""
+        return {
+            "georelay_zone": "example.com",
+            "georelay_services": self.services,
+            "georelay_tls_pem": str(self.lab_dir / "certs/public.pem"),
+            "georelay_backend_ca": self.ca_file,
+            "georelay_agent_probe_ca_file": self.ca_file,  # the agent's end-to-end probe
+            "haproxy_check_interval": "500ms",
+        }
+
+    def fleet_vars(self) -> dict[str, Any]:
+        """The fleet-wide variables (before the test's own all_vars): proxies on loopback."""
+        return {
+            **self.common_vars(),
+            "ansible_connection": "local",
+            "ansible_become": False,
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            "georelay_service_manager": "process",
+            "haproxy_https_port": self.https_port,
+            "haproxy_http_port": self.http_port,
+        }
+
     def write(self, **all_vars: Any) -> None:
         """(Re)write the inventory; keyword arguments override fleet-wide variables."""
         children: dict[str, Any] = {}
@@ -293,29 +323,10 @@ class DeployedFleet:
             children[region.replace("-", "_")] = {
                 "vars": {"aws_region": region,
                          "georelay_apigw_address": self.apigw_address(region)},
-                "hosts": {p: {"public_ip": self.address(p),
-                              "haproxy_bind_address": self.address(p),
-                              "georelay_agent_bind_address": self.address(p),
-                              "georelay_root": str(self.root(p)),
-                              **self.host_vars.get(p, {})} for p in proxies},
+                "hosts": {p: {**self.host_vars_of(p), **self.host_vars.get(p, {})}
+                          for p in proxies},
             }
-        group_vars = {
-            "georelay_zone": "example.com",
-            "georelay_services": self.services,
-            "georelay_tls_pem": str(self.lab_dir / "certs/public.pem"),
-            "georelay_backend_ca": self.ca_file,
-            "ansible_connection": "local",
-            "ansible_become": False,
-            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-            "georelay_service_manager": "process",
-            "haproxy_https_port": self.https_port,
-            "haproxy_http_port": self.http_port,
-            "haproxy_check_interval": "500ms",
-            "georelay_agent_probe_ca_file": self.ca_file,  # the agent's end-to-end probe
-            **self.all_vars,
-            **all_vars,
-        }
-        self.write_inventory(children, group_vars)
+        self.write_inventory(children, {**self.fleet_vars(), **self.all_vars, **all_vars})
 
     def write_inventory(self, children: dict[str, Any], group_vars: dict[str, Any]) -> None:
         """hosts.yml (the region groups) and group_vars/all.yml of the fleet's inventory."""

@@ -58,34 +58,18 @@ class HostFleet(AgentFleet):
         raise NotImplementedError("the agent listens on the host's loopback: use public_healthz")
 
     def host_vars_of(self, proxy: str) -> dict[str, Any]:
-        return {"ansible_host": self.address(proxy), "public_ip": self.address(proxy),
-                **self.host_vars.get(proxy, {})}
+        return {"ansible_host": self.address(proxy), "public_ip": self.address(proxy)}
 
-    def write(self, **all_vars: Any) -> None:
-        children: dict[str, Any] = {}
-        for region, proxies in self.regions.items():
-            children[region.replace("-", "_")] = {
-                "vars": {"aws_region": region,
-                         "georelay_apigw_address": self.apigw_address(region)},
-                "hosts": {p: self.host_vars_of(p) for p in proxies},
-            }
-        group_vars = {
-            "georelay_zone": "example.com",
-            "georelay_services": self.services,
-            "georelay_tls_pem": str(self.lab_dir / "certs/public.pem"),
-            "georelay_backend_ca": self.ca_file,
-            "georelay_agent_probe_ca_file": self.ca_file,
+    def fleet_vars(self) -> dict[str, Any]:
+        return {
+            **self.common_vars(),
             "ansible_become": True,
-            "haproxy_check_interval": "500ms",
             **AGENT_VARS,
             # Lab hosts reach no network: the agent's locked dependencies come from the
             # control node's wheelhouse (filled with the host image).
             **host_image.AGENT_VARS,
             **self.hostlab.ansible_vars(),
-            **self.all_vars,
-            **all_vars,
         }
-        self.write_inventory(children, group_vars)
 
     def up(self) -> None:
         """Fresh hosts (nothing of georelay on them), certificates, stand-in gateways."""
