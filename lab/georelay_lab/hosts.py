@@ -40,11 +40,11 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from georelay_lab import processes
+from georelay_lab import cgroups, processes
 from georelay_lab.host_image import (
     AGENT_VARS,
     LOCAL_REPO,
@@ -55,6 +55,7 @@ from georelay_lab.host_image import (
     _run,
     ensure_base,
 )
+from georelay_lab.pid_files import alive
 
 __all__ = ["LOCAL_REPO", "WHEELHOUSE", "Host", "HostLab", "HostLabError"]
 
@@ -354,8 +355,8 @@ class HostLab:
             self._stop_host(name)
             log.append(f"host {name} removed")
         for cg in self.cgroups():
-            _kill_cgroup_tree(cg)
-        _umount_below(self.state)
+            cgroups.kill_tree(cg)
+        cgroups.umount_below(self.state)
         if self.state.exists():
             shutil.rmtree(self.state / "hosts", ignore_errors=True)
             for f in ("hosts.json", "known_hosts", "ssh_config"):
@@ -369,16 +370,16 @@ class HostLab:
 
     def _stop_host(self, name: str) -> None:
         """Power the host off (nspawn turns SIGTERM into a clean shutdown), then make sure."""
-        cgroups = self.cgroups(name)
-        nspawn_pids = [p for p in _cgroup_pids(cgroups) if _comm(p) == "systemd-nspawn"]
+        host_cgroups = self.cgroups(name)
+        nspawn_pids = cgroups.pids(host_cgroups, named="systemd-nspawn")
         for pid in nspawn_pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in nspawn_pids):
+        while time.monotonic() < deadline and any(alive(p) for p in nspawn_pids):
             time.sleep(0.1)
-        for cg in cgroups:
-            _kill_cgroup_tree(cg)
+        for cg in host_cgroups:
+            cgroups.kill_tree(cg)
 
     def status(self) -> list[str]:
         lines = []
@@ -390,67 +391,6 @@ class HostLab:
                 state = (proc.stdout.strip() or "no ssh")
             lines.append(f"{h.name:<12} {h.address:<15} {state}")
         return lines or [f"lab {self.name}: no hosts"]
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _walk_cgroups(cg: Path) -> Iterator[Path]:
-    """cg and every cgroup below it, deepest first."""
-    if not cg.is_dir():
-        return
-    for child in sorted((p for p in cg.iterdir() if p.is_dir()), reverse=True):
-        yield from _walk_cgroups(child)
-    yield cg
-
-
-def _cgroup_pids(cgroups: Sequence[Path]) -> list[int]:
-    pids: set[int] = set()
-    for top in cgroups:
-        for cg in _walk_cgroups(top):
-            with contextlib.suppress(OSError):
-                pids.update(int(x) for x in (cg / "cgroup.procs").read_text().split())
-    return sorted(pids)
-
-
-def _kill_cgroup_tree(top: Path) -> None:
-    """SIGKILL every process below top, then remove its cgroups."""
-    for _ in range(50):
-        pids = _cgroup_pids([top])
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-    for cg in _walk_cgroups(top):
-        with contextlib.suppress(OSError):
-            cg.rmdir()
-
-
-def _umount_below(path: Path) -> None:
-    """Unmount every mount at or below path (deepest first)."""
-    prefix = str(path.resolve()) if path.exists() else str(path)
-    mounts = []
-    with open("/proc/self/mounts") as fh:
-        for line in fh:
-            target = line.split()[1].encode().decode("unicode_escape")
-            if target == prefix or target.startswith(prefix + "/"):
-                mounts.append(target)
-    for target in sorted(mounts, key=len, reverse=True):
-        _run(["umount", "-l", target], check=False)
 
 
 def hosts_of_inventory(inventory: str, lab: HostLab) -> tuple[list[str], list[str]]:
