@@ -21,7 +21,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: setup system debian-packages demo demo-down demo-hosts demo-hosts-down drill lint test \
-	test-fresh bench clean
+	test-fresh bench bench-rules clean
 
 setup: system $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -129,6 +129,16 @@ bench: setup
 	  --json docs/bench/latest.json | tee docs/bench/latest.log
 	@sed -n '/^wrk -t1/,$$p' docs/bench/latest.log > docs/bench/latest.md
 	@echo "Results: docs/bench/latest.md"
+
+# What each rule of the generated haproxy.cfg costs: the config with single features switched
+# off, a minimal HAProxy relay and the nginx relay in one run; req/s, CPU and instructions
+# (callgrind) per request. Writes docs/bench/rules.md; a quiet machine, about 15 minutes.
+bench-rules: setup
+	@mkdir -p docs/bench
+	$(SUDO) $(BIN)/georelay-tools bench-rules --duration $${BENCH_SECONDS:-10} \
+	  --reps $${BENCH_REPS:-3} --json docs/bench/rules.json | tee docs/bench/rules.log
+	@sed -n '/^georelay-tools bench-rules/,$$p' docs/bench/rules.log > docs/bench/rules.md
+	@echo "Results: docs/bench/rules.md"
 
 clean: demo-down demo-hosts-down
 	rm -rf $(LAB) $(HOSTS_LAB)

@@ -1,4 +1,5 @@
-"""Configurations of the benchmark's peers: the nginx gateway, the nginx relay, the seed.
+"""Configurations of the benchmark's peers: the nginx gateway, the nginx relay, the seed,
+the minimal HAProxy relay (bench-rules).
 
 The gateway is nginx (SNI-strict like API Gateway) so that it is not the bottleneck. The
 nginx relay does the same job as georelay's HAProxy (TLS in, Host and SNI rewritten,
@@ -124,4 +125,27 @@ backend api_gateway
     option httpclose
     http-request replace-value Host .* {DOMAIN}
     server apig1 {a.gateway}:{a.gateway_port} ssl sni str({DOMAIN}) verify required ca-file {ca}
+"""
+
+
+def minimal_haproxy(address: str, pem: Path, ca: Path, gateway: str,
+                    timeouts: dict[str, str]) -> str:
+    """The least an HAProxy relay does (bench-rules' floor): TLS in with the public
+    certificate, Host set to the gateway's domain, verified TLS out (SNI, verifyhost) on
+    pooled connections, one thread; `timeouts` (name -> value) as georelay's config has them."""
+    timeout_lines = "".join(f"    timeout {name} {value}\n" for name, value in timeouts.items())
+    tls_out = f"ssl verify required ca-file {ca} sni str({DOMAIN}) verifyhost {DOMAIN}"
+    return f"""
+global
+    nbthread 1
+defaults
+    mode http
+    option http-keep-alive
+{timeout_lines}frontend https
+    bind {address}:443 ssl crt {pem} alpn h2,http/1.1
+    default_backend gateway
+backend gateway
+    http-request set-header Host {DOMAIN}
+    http-reuse always
+    server gateway {gateway} {tls_out} alpn http/1.1
 """

@@ -1,0 +1,476 @@
+"""`make bench-rules`: what each rule of georelay's generated haproxy.cfg costs per request.
+
+The config the role renders (make bench's set-up, on 127.0.21.x and a work directory of its
+own) runs as it is and with single features switched off, each variant its own HAProxy
+process on its own address, in one run with a minimal HAProxy relay and the nginx relay: req/s
+and CPU per request under wrk (interleaved rounds, medians), and the instructions per request
+callgrind counts over a fixed number of requests (no hardware counters needed; a count does
+not depend on what else runs). A variant is a named edit of the rendered text; every edit
+must match, so a template that moved raises RuleError instead of measuring the unchanged
+config under a feature's name.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import click
+
+from georelay_dns.cli_support import cli_command
+from georelay_lab import client, processes
+from georelay_tools import bench_configs as cfg
+from georelay_tools.bench import Bench, Result
+
+ADDRESSES = cfg.Addresses(relay="127.0.21.1", nginx="127.0.21.2", seed="127.0.21.3",
+                          gateway="127.0.21.10")
+VARIANT_NET, FIRST_VARIANT = "127.0.21.", 30
+HAPROXY, VALGRIND = "/usr/sbin/haproxy", "/usr/bin/valgrind"
+ROUTING_KEY = "req.hdr(host),field(1,:),lower"  # what the template stores in txn.public_host
+MINIMAL = "minimal-haproxy"
+NGINX = "nginx relay"
+TIMEOUTS = ("connect", "client", "server", "http-request", "http-keep-alive")
+
+
+class RuleError(ValueError):
+    """A variant's edit matched nothing in the config: the template moved."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A regular expression (multi-line) and its replacement; must match unless not required."""
+
+    what: str
+    pattern: str
+    repl: str = ""
+    required: bool = True
+
+    def apply(self, text: str) -> str:
+        new, count = re.subn(self.pattern, self.repl, text, flags=re.M)
+        if not count and self.required:
+            raise RuleError(f"{self.what}: nothing matches {self.pattern!r}")
+        return new
+
+
+def drop(what: str, line_start: str) -> Edit:
+    """Delete every line that starts (after its indentation) with line_start."""
+    return Edit(what, rf"^[ \t]*{re.escape(line_start)}.*\n?")
+
+
+def server_option(option: str, value: bool, required: bool = True) -> Edit:
+    """Remove a server-line option (and its value) from every server line."""
+    arg = r"[ \t]+\S+" if value else ""
+    return Edit(f"server option {option}",
+                rf"^([ \t]*server [^\n]*?)[ \t]+{re.escape(option)}{arg}(?=[ \t]|$)", r"\1",
+                required)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    about: str
+    edits: tuple[Edit, ...] = ()
+    optional: bool = False  # its lines exist in some configs only (backups: several regions)
+
+    def applies(self, text: str) -> bool:
+        return not self.optional or any(re.search(e.pattern, text, re.M) for e in self.edits)
+
+    def apply(self, text: str) -> str:
+        out = text
+        for edit in self.edits:
+            out = edit.apply(out)
+        if self.edits and out == text:
+            raise RuleError(f"{self.name}: changes nothing")
+        return out
+
+
+L7 = (Edit("retry-on: connection failures only",
+           r"^([ \t]*retry-on )(?!conn-failure[ \t]*$)\S.*$", r"\1conn-failure"),)
+H2 = (Edit("HTTP/2 to the gateway (checks stay HTTP/1.1)",
+           r"^([ \t]*server [^\n]*?)[ \t]+alpn http/1\.1(?=[ \t]|$)", r"\1 alpn h2,http/1.1"),)
+VARIANTS = (
+    Variant("generated", "the config as the role renders it"),
+    Variant("no-l7-retries", "retry-on conn-failure (no L7 retries)", L7),
+    Variant("no-forwarding-headers", "no X-Forwarded-* deletion, additions, option forwardfor",
+            (drop("X-Forwarded-* deletion", "http-request del-header X-Forwarded-"),
+             drop("X-Forwarded-Host", "http-request add-header X-Forwarded-Host "),
+             drop("X-Forwarded-Proto", "http-request add-header X-Forwarded-Proto "),
+             Edit("option forwardfor", r"^[ \t]*option forwardfor\b.*\n?"))),
+    Variant("no-routing-variable", f"no set-var: use_backend on {ROUTING_KEY} itself",
+            (drop("the routing variable", f"http-request set-var(txn.public_host) {ROUTING_KEY}"),
+             Edit("use_backend on the variable",
+                  r"^([ \t]*use_backend \S+ if \{ )var\(txn\.public_host\)",
+                  rf"\g<1>{ROUTING_KEY}"))),
+    Variant("no-hsts", "no Strict-Transport-Security response header",
+            (drop("HSTS", "http-response set-header Strict-Transport-Security "),)),
+    Variant("no-agent-route", "no /healthz route to the health agent",
+            (drop("the agent's route", "use_backend georelay_agent "),)),
+    Variant("no-health-checks", "no HTTP checks of the gateway, no check server options",
+            (drop("option httpchk", "option httpchk"), drop("http-check", "http-check "),
+             server_option("check", False), server_option("check-sni", True),
+             server_option("check-alpn", True), server_option("observe", True, False),
+             server_option("error-limit", True, False), server_option("on-error", True, False))),
+    Variant("no-name-header", "no http-send-name-header Host, no set-uri (backups only)",
+            (drop("http-send-name-header", "http-send-name-header "),
+             drop("set-uri", "http-request set-uri %[pathq] ")), optional=True),
+    Variant("h2-backend", "alpn h2,http/1.1 to the gateway", H2),
+    Variant("h2-backend-no-l7-retries", "h2-backend and no-l7-retries", H2 + L7),
+)
+BY_NAME = {v.name: v for v in VARIANTS}
+ALL_NAMES = (*BY_NAME, MINIMAL)
+ABOUT = {**{v.name: v.about for v in VARIANTS}, MINIMAL: "TLS in, Host set, verified TLS out "
+         "(sni, verifyhost), http-reuse always, nbthread 1, georelay's timeouts"}
+
+
+def runnable(text: str, relay: str, address: str, run_dir: Path, callgrind: bool = False) -> str:
+    """A variant's config as a process of its own: listeners on `address`, its own runtime
+    sockets and state file in run_dir, no chroot or user switch (the same for every
+    variant). Under callgrind the checks run at start only (inter 1h): a check costs time,
+    not requests, and a slowed process would count ~50 times more of them per request."""
+    edits = [Edit("listeners", rf"^([ \t]*bind ){re.escape(relay)}:", rf"\g<1>{address}:"),
+             Edit("runtime sockets", r"^([ \t]*stats socket )\S*/([^/\s]+)",
+                  rf"\g<1>{run_dir}/\2", required=False),
+             Edit("state file", r"^([ \t]*server-state-file )\S+", rf"\g<1>{run_dir}/state",
+                  required=False),
+             Edit("chroot and user", r"^[ \t]*(chroot|user|group)[ \t].*\n?", required=False)]
+    if callgrind:
+        edits.append(Edit("check interval", r"(?<![\w-])inter \S+", "inter 1h", required=False))
+    for edit in edits:
+        text = edit.apply(text)
+    return text
+
+
+def timeouts_of(text: str) -> dict[str, str]:
+    return dict(re.findall(rf"^[ \t]*timeout ({'|'.join(TIMEOUTS)})[ \t]+(\S+)", text, re.M))
+
+
+# -- callgrind ----------------------------------------------------------------------------
+@dataclass
+class Count:
+    """Instructions (callgrind's Ir) over `requests` requests, after a warm-up."""
+
+    instructions: int
+    requests: int
+    statuses: dict[int, int]  # status (0: no answer) -> requests, warm-up included
+    top: list[tuple[str, int]] = field(default_factory=list)  # function, self Ir
+
+    @property
+    def ok(self) -> bool:
+        return self.instructions > 0 and set(self.statuses) == {200}
+
+    @property
+    def per_request(self) -> float:
+        return self.instructions / self.requests
+
+
+class Client:
+    """A deterministic load: requests spread evenly over `connections` kept-alive (or, with
+    close, new) TLS connections, one thread each."""
+
+    def __init__(self, address: str, port: int, ca: Path, connections: int, path: str,
+                 close: bool) -> None:
+        self.address, self.port, self.path, self.close = address, port, path, close
+        self.context = client.context(str(ca))
+        self.conns: list[http.client.HTTPSConnection | None] = [None] * connections
+        self.statuses: Counter[int] = Counter()
+        self.lock = threading.Lock()
+
+    def _send(self, slot: int, count: int) -> None:
+        for _ in range(count):
+            conn = self.conns[slot] or client.PinnedHTTPSConnection(  # valgrind is slow
+                self.address, self.port, cfg.PUBLIC, self.context, timeout=120.0)
+            self.conns[slot] = conn
+            try:
+                status = client.request(conn, self.path, headers={"Connection": "close"}
+                                        if self.close else None).status
+            except (OSError, http.client.HTTPException):
+                status = 0
+            if self.close or status == 0:
+                conn.close()
+                self.conns[slot] = None
+            with self.lock:
+                self.statuses[status] += 1
+
+    def run(self, requests: int) -> None:
+        n = len(self.conns)
+        threads = [threading.Thread(target=self._send, args=(i, requests // n + (i < requests % n)))
+                   for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def dump_instructions(dump: Path) -> int:
+    """A dump's `totals:` (every cost line: what valgrind reports as collected; `summary:`
+    leaves out part of the calls in flight when the counters were zeroed)."""
+    text = dump.read_text()
+    m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
+    return int(m[1]) if m else 0
+
+
+def self_costs(dump: Path) -> Counter[str]:
+    """Self instructions per function ("name (object)") of a callgrind dump. (callgrind_annotate
+    shows the call chain in flight at the zeroing, main and the poll loop, as 100% self.)"""
+    names: dict[str, dict[str, str]] = {"fn": {}, "ob": {}}
+    costs: Counter[str] = Counter()
+    fn = ob = ""
+    after_call = False
+    for line in dump.read_text().splitlines():
+        key, eq, value = line.partition("=")
+        if eq and key in ("fn", "cfn", "ob", "cob"):
+            m = re.fullmatch(r"\((\d+)\)(?: (.*))?", value)
+            table = names[key[-2:]]
+            name = value if not m else table.setdefault(m[1], m[2]) if m[2] else table[m[1]]
+            if key == "ob":
+                ob = Path(name).name
+            elif key == "fn":
+                fn = f"{name} ({ob})"
+        elif eq and key == "calls":
+            after_call = True  # the next cost line is the call's inclusive cost
+        elif line and (line[0].isdigit() or line[0] in "+-*"):
+            if not after_call:
+                costs[fn] += int(line.split()[-1])
+            after_call = False
+    return costs
+
+
+def count_instructions(config: Path, address: str, port: int, ca: Path, run_dir: Path, *,
+                       requests: int, connections: int, warmup: int, path: str = "/small",
+                       close: bool = False, cpus: set[int] | None = None, top: int = 0) -> Count:
+    """Run `config` in the foreground under callgrind, warm it up, zero the counters, send
+    exactly `requests` requests, dump: the dump's instructions over those requests."""
+    out = run_dir / "callgrind.out"
+    for old in run_dir.glob("callgrind.out*"):
+        old.unlink()
+    taskset = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    with (run_dir / "valgrind.log").open("w") as log:
+        proc = subprocess.Popen([*taskset, VALGRIND, "--tool=callgrind",
+                                 f"--callgrind-out-file={out}", HAPROXY, "-db", "-f", str(config)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    load = Client(address, port, ca, connections, path, close)
+    try:
+        if not processes.wait_port(address, port, timeout=120):
+            raise RuntimeError(f"callgrind: nothing listens on {address}:{port} "
+                               f"(see {run_dir / 'valgrind.log'})")
+        for count, action in ((warmup, "-z"), (requests, "-d")):  # zero, then dump
+            load.run(count)
+            subprocess.run(["callgrind_control", action, str(proc.pid)], check=True,
+                           capture_output=True, timeout=120)
+        dump = max(run_dir.glob("callgrind.out.*"), key=lambda p: p.stat().st_mtime)
+        return Count(dump_instructions(dump), requests, dict(load.statuses),
+                     self_costs(dump).most_common(top) if top else [])
+    finally:
+        for conn in filter(None, load.conns):
+            conn.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- the bench ----------------------------------------------------------------------------
+class RulesBench(Bench):
+    """make bench's set-up (gateway, nginx relay, georelay by the role) on addresses of its
+    own, plus one HAProxy process per variant."""
+
+    def __init__(self, work: Path, duration: int, connections: int, reps: int, pin: bool,
+                 names: tuple[str, ...]) -> None:
+        super().__init__(work, duration, connections, reps, pin=pin)
+        self.a = ADDRESSES
+        self.names = names
+        self.address = {n: f"{VARIANT_NET}{FIRST_VARIANT + i}" for i, n in enumerate(names)}
+        self.started: list[str] = []
+        self.skipped: dict[str, str] = {}
+
+    def pid_files(self) -> dict[str, Path]:
+        return {**super().pid_files(), **{n: self.run_dir(n) / "haproxy.pid" for n in self.started}}
+
+    def run_dir(self, name: str) -> Path:
+        return self.work / "rules" / name
+
+    def rendered(self) -> str:
+        return (self.work / "relay/etc/haproxy/haproxy.cfg").read_text()
+
+    def config(self, name: str, callgrind: bool = False) -> Path:
+        """The variant's runnable config, written below its run dir and checked (haproxy -c)."""
+        run_dir = self.run_dir(name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rendered = self.rendered()
+        text = (cfg.minimal_haproxy(self.address[name], self.certs / "public.pem",
+                                    self.certs / "lab-ca.pem",
+                                    f"{self.a.gateway}:{self.a.gateway_port}",
+                                    timeouts_of(rendered)) if name == MINIMAL
+                else runnable(BY_NAME[name].apply(rendered), self.a.relay, self.address[name],
+                              run_dir, callgrind))
+        path = run_dir / ("callgrind.cfg" if callgrind else "haproxy.cfg")
+        path.write_text(text)
+        subprocess.run([HAPROXY, "-c", "-q", "-f", str(path)], check=True)
+        return path
+
+    def start_variants(self) -> None:
+        rendered = self.rendered()
+        for name in self.names:
+            if name in BY_NAME and not BY_NAME[name].applies(rendered):
+                self.skipped[name] = "its lines are not in this config"
+                continue
+            pid_file = self.run_dir(name) / "haproxy.pid"
+            processes.stop(pid_file)
+            subprocess.run([HAPROXY, "-D", "-q", "-f", str(self.config(name)), "-p", str(pid_file)],
+                           check=True)
+            assert processes.wait_port(self.address[name], 443), f"{name} does not listen"
+            self.started.append(name)
+        self.pin_all()
+
+    def stop_variants(self) -> None:
+        for name in self.started:
+            processes.stop(self.run_dir(name) / "haproxy.pid")
+
+    def measure_all(self, path: str, close: bool) -> dict[str, Result]:
+        targets = [*self.started, NGINX]
+        clients = "new conn/request" if close else "keep-alive"
+        results = {n: Result(n, path, clients) for n in targets}
+        for _ in range(self.reps):  # interleaved: drift hits every variant alike
+            for name in targets:
+                ip = self.a.nginx if name == NGINX else self.address[name]
+                rps, p50, p99, errors, cpu = self.measure(name, ip, cfg.PUBLIC, path, close)
+                r = results[name]
+                for values, value in zip((r.rps, r.p50_ms, r.p99_ms, r.cpu_us),
+                                         (rps, p50, p99, cpu), strict=True):
+                    values.append(value)
+                r.errors += errors
+                print(f"  {name:26} {rps:9.0f} req/s p99 {p99:6.2f} ms cpu {cpu:6.1f} us/req "
+                      f"errors {errors}", flush=True)
+        return results
+
+    def count_all(self, requests: int, connections: int, warmup: int, path: str,
+                  close: bool) -> dict[str, Count]:
+        counts = {}
+        for name in self.started:
+            c = counts[name] = count_instructions(
+                self.config(name, callgrind=True), self.address[name], 443,
+                self.certs / "lab-ca.pem", self.run_dir(name), requests=requests,
+                connections=connections, warmup=warmup, path=path, close=close,
+                cpus=self.relay_cpus, top=10)
+            print(f"  {name:26} {c.per_request:10.0f} instructions/request "
+                  f"statuses {c.statuses}", flush=True)
+        return counts
+
+
+# -- report -------------------------------------------------------------------------------
+def _delta(value: float, base: float, fmt: str) -> str:
+    return f"{value - base:+{fmt}} ({(value - base) / base:+.1%})" if base else "-"
+
+
+def markdown(command: str, settings: str, results: dict[str, Result],
+             counts: dict[str, Count], skipped: dict[str, str]) -> str:
+    nginx = results[NGINX].rps_median
+    base_cpu = statistics.median(results["generated"].cpu_us) if "generated" in results else 0
+    base = counts.get("generated")
+    base_ir = base.per_request if base and base.ok else 0.0
+    lines = [command, "", settings, "",
+             "| variant | req/s | CPU µs/req | Δ CPU vs generated | instructions/req "
+             "| Δ instructions vs generated | p99 ms | errors | vs nginx |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        cpu = statistics.median(r.cpu_us)
+        c = counts.get(name)
+        ir = ("-" if c is None else f"{c.per_request:,.0f}" if c.ok
+              else f"invalid: statuses {c.statuses}")
+        d_ir = _delta(c.per_request, base_ir, ",.0f") if c and c.ok and name != "generated" else "-"
+        d_cpu = _delta(cpu, base_cpu, ".1f") if name not in ("generated", NGINX) else "-"
+        lines.append(f"| {name} | {r.rps_median:.0f} | {cpu:.1f} | {d_cpu} | {ir} | {d_ir} | "
+                     f"{statistics.median(r.p99_ms):.2f} | {r.errors} | "
+                     f"{r.rps_median / nginx:.2f}x |")
+    lines += ["", "Variants:", *(f"- {n}: {ABOUT[n]}" for n in results if n in ABOUT),
+              *(f"- {n}: not measured, {why}" for n, why in skipped.items())]
+    valid = {n: c for n, c in counts.items() if c.ok and c.top}
+    fastest = min(valid, key=lambda n: valid[n].per_request, default="generated")
+    for name in dict.fromkeys(n for n in ("generated", fastest) if n in valid):
+        c = valid[name]
+        lines += ["", f"Top {len(c.top)} functions by self instructions, {name} "
+                  f"({c.instructions:,} over {c.requests} requests):"]
+        lines += [f"- {ir / c.requests:,.0f}/req {fn}" for fn, ir in c.top]
+    return "\n".join(lines) + "\n"
+
+
+@cli_command("georelay-tools bench-rules", distribution="georelay-tools")
+@click.option("--duration", type=click.IntRange(min=1), default=5, show_default=True,
+              help="seconds of each wrk run")
+@click.option("--connections", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--reps", type=click.IntRange(min=1), default=3, show_default=True,
+              help="interleaved rounds over every variant and nginx (medians are reported)")
+@click.option("--path", "url_path", type=click.Choice(["/small", "/large"]), default="/small",
+              show_default=True, help="the body requested")
+@click.option("--new-conn", is_flag=True, help="a new connection per request")
+@click.option("--variant", "names", multiple=True, type=click.Choice(ALL_NAMES),
+              help="measure only these (repeat) [default: all]")
+@click.option("--callgrind/--no-callgrind", default=True, show_default=True,
+              help="also count instructions per request under valgrind's callgrind")
+@click.option("--requests", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="requests counted under callgrind")
+@click.option("--callgrind-connections", type=click.IntRange(min=1), default=10,
+              show_default=True, help="connections the callgrind client sends them over")
+@click.option("--warmup", type=click.IntRange(min=0), default=200, show_default=True,
+              help="requests before callgrind's counters are zeroed")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(tempfile.gettempdir()) / "georelay-bench-rules", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write raw results here")
+@click.option("--pin/--no-pin", default=True, show_default=True,
+              help="relays on the last CPU, wrk and the gateway on the others (2+ CPUs)")
+def command(duration: int, connections: int, reps: int, url_path: str, new_conn: bool,
+            names: tuple[str, ...], callgrind: bool, requests: int, callgrind_connections: int,
+            warmup: int, work: Path, json_path: Path | None, pin: bool) -> None:
+    """georelay's generated HAProxy config with single rules switched off, a minimal HAProxy
+    relay and the nginx relay, side by side: req/s, CPU and instructions per request
+    (make bench-rules); root, on a quiet machine."""
+    argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    line = f"{Path(sys.argv[0]).name} {argv}".strip()
+    bench = RulesBench(work, duration, connections, reps, pin, names or ALL_NAMES)
+    counts: dict[str, Count] = {}
+    try:
+        print("setting up gateway, georelay relay (ansible-playbook), nginx relay ...")
+        bench.prepare()
+        bench.start_variants()
+        results = bench.measure_all(url_path, new_conn)
+        bench.stop_variants()
+        if callgrind:
+            print(f"callgrind: {requests} requests over {callgrind_connections} connections "
+                  "per variant ...", flush=True)
+            counts = bench.count_all(requests, callgrind_connections, warmup, url_path, new_conn)
+    finally:
+        bench.stop()
+    clients = "a new connection per request" if new_conn else "kept-alive connections"
+    settings = (f"wrk -t1 -c{connections} -d{duration}s {url_path}, {clients}, {reps} "
+                "interleaved rounds (medians); each variant its own HAProxy process, nbthread 1"
+                + (", on the relay CPU, wrk and the gateway on the other(s)" if pin else "")
+                + ". CPU: the relay's user+system time per request (/proc).")
+    if callgrind:
+        settings += (f" Instructions: callgrind's Ir over {requests} requests ({clients}, "
+                     f"{callgrind_connections} client threads) after {warmup} warm-up "
+                     "requests, every answer checked 200; under callgrind the gateway checks "
+                     "run at start only (inter 1h); HAProxy timeouts unchanged.")
+    print(markdown(line, settings, results, counts, bench.skipped))
+    if json_path:
+        json_path.write_text(json.dumps({
+            "command": line, "results": {n: asdict(r) for n, r in results.items()},
+            "callgrind": {n: {**asdict(c), "per_request": c.per_request}
+                          for n, c in counts.items()},
+            "skipped": bench.skipped}, indent=1))
+
+
+if __name__ == "__main__":
+    command(prog_name="python -m georelay_tools.bench_rules")
