@@ -18,7 +18,8 @@ from georelay_testing.fleet import REPO, run
 BIN = Path(sys.executable).parent
 LAB_COMMANDS = [[], ["up"], ["health"], ["route53"], ["down"], ["show"], ["gateway"],
                 ["hosts"], ["hosts", "up"], ["hosts", "down"], ["hosts", "status"]]
-TOOLS_COMMANDS = [[], ["bench"], ["drill"], ["scale"], ["bench-plan"], ["bench-healthz"]]
+TOOLS_COMMANDS = [[], ["bench"], ["drill"], ["scale"], ["bench-plan"], ["bench-healthz"],
+                  ["bench-rules"]]
 
 
 def cli(*argv: str, env: dict[str, str] | None = None,

@@ -256,27 +256,62 @@ class Bench:
                       f"ratio {ours[0] / nginx[0]:.2f}", flush=True)
         return ratios
 
-    def idle_memory(self, count: int) -> dict[str, float]:
-        """KiB per idle TLS client connection for both relays (RSS of their process trees)."""
+    def idle_memory(self, count: int, **tunables: object) -> dict[str, float]:
+        """KiB per idle TLS client connection for both relays: the RSS their process trees
+        gained with `count` handshaken, idle client connections open, divided by the
+        connections the kernel shows established to the relay at that moment.
+
+        georelay's product timeouts close a connection that sends nothing within
+        `timeout http-request` (10 s): opening 8,000 takes longer, so the earliest would be
+        gone when RSS is read (and HAProxy's pools keep the memory they had). For this
+        measurement alone georelay is redeployed with client timeouts of 300 s (timeouts
+        allocate nothing per connection); nginx's defaults (60 s) hold the connections as
+        they are. The relay is redeployed with the bench's tunables afterwards."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 1000), hard))
+        self._deploy_georelay(**{**tunables, **IDLE_TIMEOUTS})
+        self.pin_all()
         out = {}
         ctx = ssl.create_default_context(cafile=str(self.certs / "lab-ca.pem"))
-        for name, ip, pid_file in (("georelay", self.a.relay, self.work / "relay/run/haproxy.pid"),
-                                   ("nginx relay", self.a.nginx, self.work / "nginx-relay.pid")):
-            pid = int(pid_file.read_text().split()[0])
-            before = tree_rss_kib(pid)
-            conns = []
-            for _ in range(count):
-                raw = socket.create_connection((ip, 443), timeout=10)
-                conns.append(ctx.wrap_socket(raw, server_hostname=cfg.PUBLIC))
-            time.sleep(1)
-            after = tree_rss_kib(pid)
-            for c in conns:
-                c.close()
-            out[name] = (after - before) / count
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            for name, ip in (("georelay", self.a.relay), ("nginx relay", self.a.nginx)):
+                pid = self.pid(name)
+                before = tree_rss_kib(pid)
+                conns = []
+                for _ in range(count):
+                    raw = socket.create_connection((ip, 443), timeout=10)
+                    conns.append(ctx.wrap_socket(raw, server_hostname=cfg.PUBLIC))
+                time.sleep(1)
+                after = tree_rss_kib(pid)
+                open_now = established_to(ip, 443)
+                for c in conns:
+                    c.close()
+                if open_now < count * 0.99:
+                    raise SystemExit(f"idle memory: only {open_now} of {count} client "
+                                     f"connections to {name} were still open")
+                out[name] = (after - before) / open_now
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            self._deploy_georelay()
+            self.pin_all()
         return out
+
+
+# Client-side timeouts for the idle-memory measurement only (Bench.idle_memory).
+IDLE_TIMEOUTS = {"haproxy_timeout_http_request": "300s", "haproxy_timeout_client": "300s",
+                 "haproxy_timeout_http_keep_alive": "300s"}
+
+
+def established_to(ip: str, port: int) -> int:
+    """TCP connections in ESTABLISHED whose local end is ip:port (the server side), from
+    /proc/net/tcp."""
+    local = f"{socket.htonl(int.from_bytes(socket.inet_aton(ip), 'big')):08X}:{port:04X}"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "01":
+            count += 1
+    return count
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -374,17 +409,31 @@ def _variants(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
 @click.option("--gateway-keepalive-requests", type=click.IntRange(min=1),
               default=nginx_gateway.KEEPALIVE_REQUESTS, show_default=True,
               help="the gateway closes a connection after this many requests")
+@click.option("--memory-only", is_flag=True,
+              help="only the idle-connection memory measurement (with --variant: per variant)")
 @click.option("--pin/--no-pin", default=len(os.sched_getaffinity(0)) > 1,
               help="relays on a CPU of their own, wrk and the gateway on the others "
                    "(default where there are 2 CPUs or more)")
 def command(duration: int, connections: int, reps: int, idle: int, work: Path,
             json_path: Path | None, variant_specs: tuple[str, ...], variant_path: str,
-            variant_new_conn: bool, gateway_keepalive_requests: int, pin: bool) -> None:
+            variant_new_conn: bool, gateway_keepalive_requests: int, memory_only: bool,
+            pin: bool) -> None:
     """georelay's generated HAProxy side by side with an nginx relay, the seed config and
     direct (make bench); root, on a quiet machine."""
     variants = _variants(variant_specs)
     bench = Bench(work, duration, connections, reps, pin=pin,
                   gateway_keepalive_requests=gateway_keepalive_requests)
+    if memory_only:
+        try:
+            bench.prepare()
+            for name, tunables in (variants or {"default": {}}).items():
+                memory = bench.idle_memory(idle, **tunables)
+                print(f"{name}: per 10k idle TLS client connections (measured with {idle}): "
+                      + ", ".join(f"{k} {v * 10000 / 1024:.0f} MiB" for k, v in memory.items()),
+                      flush=True)
+        finally:
+            bench.stop()
+        return
     if variants:
         try:
             bench.prepare()
