@@ -58,12 +58,12 @@ def on_servers(change: Callable[[list[str]], list[str]]) -> Callable[[str], str]
     return rewrite
 
 
-def alpn_h2(words: list[str]) -> list[str]:
+def alpn_http1(words: list[str]) -> list[str]:
     if "alpn" not in words:  # the agent's server: plain HTTP
         return words
     i = words.index("alpn")
-    assert words[i + 1] == "http/1.1"
-    return [*words[:i + 1], "h2,http/1.1", *words[i + 2:]]
+    assert words[i + 1] == "h2,http/1.1"
+    return [*words[:i + 1], "http/1.1", *words[i + 2:]]
 
 
 def retry_on_connections(line: str) -> str:
@@ -92,9 +92,9 @@ EXPECTED: dict[str, tuple[tuple[str, ...], Callable[[str], Callable[[str], str]]
     "no-health-checks": (("option httpchk", "http-check "),
                          lambda _: on_servers(lambda w: without(w, *CHECKS))),
     "no-name-header": (("http-send-name-header ", "http-request set-uri "), None),
-    "h2-backend": ((), lambda _: on_servers(alpn_h2)),
-    "h2-backend-no-l7-retries": ((), lambda _: lambda line: retry_on_connections(
-        on_servers(alpn_h2)(line))),
+    "http1-backend": ((), lambda _: on_servers(alpn_http1)),
+    "http1-backend-no-l7-retries": ((), lambda _: lambda line: retry_on_connections(
+        on_servers(alpn_http1)(line))),
 }
 
 

@@ -96,8 +96,8 @@ class Variant:
 
 L7 = (Edit("retry-on: connection failures only",
            r"^([ \t]*retry-on )(?!conn-failure[ \t]*$)\S.*$", r"\1conn-failure"),)
-H2 = (Edit("HTTP/2 to the gateway (checks stay HTTP/1.1)",
-           r"^([ \t]*server [^\n]*?)[ \t]+alpn http/1\.1(?=[ \t]|$)", r"\1 alpn h2,http/1.1"),)
+H1 = (Edit("HTTP/1.1 to the gateway (the default offers h2)",
+           r"^([ \t]*server [^\n]*?)[ \t]+alpn h2,http/1\.1(?=[ \t]|$)", r"\1 alpn http/1.1"),)
 VARIANTS = (
     Variant("generated", "the config as the role renders it"),
     Variant("no-l7-retries", "retry-on conn-failure (no L7 retries)", L7),
@@ -123,8 +123,8 @@ VARIANTS = (
     Variant("no-name-header", "no http-send-name-header Host, no set-uri (backups only)",
             (drop("http-send-name-header", "http-send-name-header "),
              drop("set-uri", "http-request set-uri %[pathq] ")), optional=True),
-    Variant("h2-backend", "alpn h2,http/1.1 to the gateway", H2),
-    Variant("h2-backend-no-l7-retries", "h2-backend and no-l7-retries", H2 + L7),
+    Variant("http1-backend", "alpn http/1.1 to the gateway (HTTP/1.1 only)", H1),
+    Variant("http1-backend-no-l7-retries", "http1-backend and no-l7-retries", H1 + L7),
 )
 BY_NAME = {v.name: v for v in VARIANTS}
 ALL_NAMES = (*BY_NAME, MINIMAL)
