@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from georelay_testing.fleet import DeployedFleet, require_program, running_fleet
-from georelay_tools import bench_configs, bench_rules
+from georelay_tools import bench_configs, bench_rules, callgrind
 from georelay_tools.bench_rules import BY_NAME, RuleError
 
 
@@ -58,12 +58,12 @@ def on_servers(change: Callable[[list[str]], list[str]]) -> Callable[[str], str]
     return rewrite
 
 
-def alpn_http1(words: list[str]) -> list[str]:
+def alpn_h2(words: list[str]) -> list[str]:
     if "alpn" not in words:  # the agent's server: plain HTTP
         return words
     i = words.index("alpn")
-    assert words[i + 1] == "h2,http/1.1"
-    return [*words[:i + 1], "http/1.1", *words[i + 2:]]
+    assert words[i + 1] == "http/1.1"
+    return [*words[:i + 1], "h2,http/1.1", *words[i + 2:]]
 
 
 def retry_on_connections(line: str) -> str:
@@ -92,9 +92,9 @@ EXPECTED: dict[str, tuple[tuple[str, ...], Callable[[str], Callable[[str], str]]
     "no-health-checks": (("option httpchk", "http-check "),
                          lambda _: on_servers(lambda w: without(w, *CHECKS))),
     "no-name-header": (("http-send-name-header ", "http-request set-uri "), None),
-    "http1-backend": ((), lambda _: on_servers(alpn_http1)),
-    "http1-backend-no-l7-retries": ((), lambda _: lambda line: retry_on_connections(
-        on_servers(alpn_http1)(line))),
+    "h2-backend": ((), lambda _: on_servers(alpn_h2)),
+    "h2-backend-no-l7-retries": ((), lambda _: lambda line: retry_on_connections(
+        on_servers(alpn_h2)(line))),
 }
 
 
@@ -177,11 +177,11 @@ def test_callgrind_counts_the_instructions_of_every_request(rendered: str,
     config = run_dir / "haproxy.cfg"
     config.write_text(bench_rules.runnable(rendered, fleet.address("e1"), address, run_dir,
                                            callgrind=True))
-    count = bench_rules.count_instructions(
+    count = callgrind.count_instructions(
         config, address, fleet.https_port, Path(fleet.ca_file), run_dir, requests=200,
         connections=4, warmup=20, path="/anything", top=5)
     assert count.statuses == {200: 220}
     assert count.instructions > 0
     dump = next(run_dir.glob("callgrind.out.*"))
-    assert sum(bench_rules.self_costs(dump).values()) == count.instructions
+    assert sum(callgrind.self_costs(dump).values()) == count.instructions
     assert len(count.top) == 5 and all(ir > 0 for _, ir in count.top)
