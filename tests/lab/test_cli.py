@@ -19,7 +19,7 @@ BIN = Path(sys.executable).parent
 LAB_COMMANDS = [[], ["up"], ["health"], ["route53"], ["down"], ["show"], ["gateway"],
                 ["hosts"], ["hosts", "up"], ["hosts", "down"], ["hosts", "status"]]
 TOOLS_COMMANDS = [[], ["bench"], ["drill"], ["scale"], ["bench-plan"], ["bench-healthz"],
-                  ["bench-rules"]]
+                  ["bench-rules"], ["bench-slow-readers"]]
 
 
 def cli(*argv: str, env: dict[str, str] | None = None,

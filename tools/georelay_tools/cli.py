@@ -22,7 +22,8 @@ SETTLE_TIMEOUT = 45.0  # seconds a drill step may take to show (HAProxy checks, 
 # Subcommands defined in their own modules (each also runs as `python -m georelay_tools.X`),
 # imported only when used: `georelay-tools drill` does not load the benchmarks.
 MODULES = {"bench": "bench", "bench-healthz": "bench_healthz", "bench-plan": "bench_plan",
-           "bench-rules": "bench_rules", "scale": "scale"}
+           "bench-rules": "bench_rules", "bench-slow-readers": "bench_slow_readers",
+           "scale": "scale"}
 
 
 class ToolsGroup(UsageGroup):
