@@ -64,11 +64,15 @@ def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> No
               default=nginx_gateway.KEEPALIVE_REQUESTS, show_default=True,
               help="nginx gateways: close each connection after this many requests (HTTP/2: "
               "GOAWAY), as load balancers in front of real gateways do.")
+@click.option("--gateway-keepalive-timeout", type=click.FloatRange(min=0.001),
+              default=nginx_gateway.KEEPALIVE_TIMEOUT_S, show_default=True, metavar="SECONDS",
+              help="nginx gateways: close a connection idle this long (HTTP/2: GOAWAY).")
 def up(inventory: str, lab_dir: str, gateway_kind: str | None,
-       gateway_keepalive_requests: int) -> None:
+       gateway_keepalive_requests: int, gateway_keepalive_timeout: float) -> None:
     """Create the lab CA and certificates, and start a stand-in gateway per region."""
     lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir), gateway_kind,
-                                            gateway_keepalive_requests)
+                                            gateway_keepalive_requests,
+                                            gateway_keepalive_timeout)
     for line in lab.up():
         click.echo(line)
 

@@ -35,6 +35,7 @@ from georelay_lab import processes, programs
 KIND = "nginx"
 FORBIDDEN = '{"message":"Forbidden"}'
 KEEPALIVE_REQUESTS = 1_000_000  # requests per connection: practically unlimited
+KEEPALIVE_TIMEOUT_S = 60.0  # seconds a connection may stay idle before the gateway closes it
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -63,10 +64,14 @@ def _forbidden_unless_host_is_sni() -> str:
 
 def config(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: Path,
            pid_file: Path, access_log: Path,
-           keepalive_requests: int = KEEPALIVE_REQUESTS) -> str:
+           keepalive_requests: int = KEEPALIVE_REQUESTS,
+           keepalive_timeout: float = KEEPALIVE_TIMEOUT_S) -> str:
     """nginx.conf of one stand-in gateway; run_dir holds its temporary directories. The
     gateway closes a connection after keepalive_requests requests (over HTTP/2: GOAWAY after
-    that many streams), as load balancers in front of real gateways do."""
+    that many streams), as load balancers in front of real gateways do, and one that stayed
+    idle keepalive_timeout seconds (HTTP/1.1 and, nginx >= 1.19.7, HTTP/2: GOAWAY)."""
+    if keepalive_timeout <= 0:
+        raise ValueError(f"keepalive_timeout must be > 0 seconds, not {keepalive_timeout}")
     echo = (
         '{"connection":$connection,"host":"$host","method":"$request_method",'
         '"path":"$request_uri","protocol":"$server_protocol",'
@@ -94,7 +99,7 @@ http {{
     access_log {access_log} lab;
     server_tokens off;
     default_type application/json;
-    keepalive_timeout 60s;
+    keepalive_timeout {round(keepalive_timeout * 1000)}ms;
     keepalive_requests {keepalive_requests};
     map $http_x_forwarded_for $lab_xff {{ "" null; default "\\"$http_x_forwarded_for\\""; }}
     map $http_x_forwarded_host $lab_xfh {{ "" null; default "\\"$http_x_forwarded_host\\""; }}
@@ -133,7 +138,8 @@ http {{
 
 
 def start(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: Path,
-          pid_file: Path, log_file: Path, keepalive_requests: int = KEEPALIVE_REQUESTS) -> int:
+          pid_file: Path, log_file: Path, keepalive_requests: int = KEEPALIVE_REQUESTS,
+          keepalive_timeout: float = KEEPALIVE_TIMEOUT_S) -> int:
     """Write the configuration, check it, start nginx in the background; its pid.
 
     The pid file is the one :func:`georelay_lab.processes.stop` reads (nginx writes the
@@ -148,7 +154,8 @@ def start(*, run_dir: Path, listen: str, region: str, domains: list[str], pem: P
     conf = run_dir / "nginx.conf"
     conf.write_text(config(run_dir=run_dir, listen=listen, region=region, domains=domains,
                            pem=pem, pid_file=pid_file, access_log=access_log(pid_file),
-                           keepalive_requests=keepalive_requests))
+                           keepalive_requests=keepalive_requests,
+                           keepalive_timeout=keepalive_timeout))
     base = [executable, "-p", str(run_dir), "-e", "stderr", "-c", str(conf)]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:

@@ -26,8 +26,10 @@ class StandIns:
     fleet: Fleet
     lab_dir: Path
     gateway_kind: str | None = None  # None: as the region's gateway last ran, else python
-    # nginx gateways only: requests per connection before the gateway closes it
+    # nginx gateways only: requests per connection before the gateway closes it, and
+    # seconds a connection may stay idle before the gateway closes it
     gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS
+    gateway_keepalive_timeout: float = nginx_gateway.KEEPALIVE_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.gateway_kind is not None and self.gateway_kind not in GATEWAY_KINDS:
@@ -37,13 +39,15 @@ class StandIns:
     @classmethod
     def from_inventory(cls, inventory: str, lab_dir: Path,
                        gateway_kind: str | None = None,
-                       gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS
+                       gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS,
+                       gateway_keepalive_timeout: float = nginx_gateway.KEEPALIVE_TIMEOUT_S
                        ) -> StandIns:
         try:
             fleet = fleet_from_hostvars(load_inventory(inventory))
         except InventoryError as exc:
             raise SystemExit(f"georelay-lab: {exc}") from exc
-        return cls(fleet, lab_dir.resolve(), gateway_kind, gateway_keepalive_requests)
+        return cls(fleet, lab_dir.resolve(), gateway_kind, gateway_keepalive_requests,
+                   gateway_keepalive_timeout)
 
     @property
     def certs_dir(self) -> Path:
@@ -101,7 +105,8 @@ class StandIns:
                 run_dir=pid_file.with_name(f"{region.name}-nginx"), listen=address.haproxy,
                 region=region.name, domains=self.domains(region.name),
                 pem=self.gateway_pem(region.name), pid_file=pid_file, log_file=log_file,
-                keepalive_requests=self.gateway_keepalive_requests)
+                keepalive_requests=self.gateway_keepalive_requests,
+                keepalive_timeout=self.gateway_keepalive_timeout)
         else:
             cmd = [sys.executable, "-m", "georelay_lab", "gateway", "--region", region.name,
                    "--listen", address.haproxy, "--cert", str(self.gateway_pem(region.name))]

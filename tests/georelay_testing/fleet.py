@@ -240,6 +240,7 @@ class DeployedFleet:
     apigw: dict[str, str] = field(default_factory=dict)  # region -> address, else the lab's
     gateway_kind: str | None = None  # the lab's stand-in gateways: python (default) or nginx
     gateway_keepalive_requests: int = nginx_gateway.KEEPALIVE_REQUESTS  # nginx gateways only
+    gateway_keepalive_timeout: float = nginx_gateway.KEEPALIVE_TIMEOUT_S  # nginx only, seconds
     host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # proxy -> its own vars
 
     def apigw_address(self, region: str) -> str:
@@ -338,7 +339,8 @@ class DeployedFleet:
 
     def lab(self) -> StandIns:
         return StandIns.from_inventory(str(self.inventory), self.lab_dir, self.gateway_kind,
-                                       self.gateway_keepalive_requests)
+                                       self.gateway_keepalive_requests,
+                                       self.gateway_keepalive_timeout)
 
     def up(self) -> None:
         """Write the inventory, make the certificates, start the gateways."""

@@ -2,16 +2,21 @@
 
 Fresh-connection loops and kept-alive loops (reconnecting only when told
 `Connection: close`); every sample is kept (time, latency, status, which stand-in gateway
-answered) so a test can look at a window of it. Every loop is bounded in time.
+answered) so a test can look at a window of it. Loops can also send bursts of requests
+separated by pauses of random length (`burst`, `burst_pause_s`), each on its own or all
+together (`together`: the proxy, and its pool of gateway connections, then sits idle for
+the whole pause; `between_bursts` may make each). Every loop is bounded in time.
 """
 
 from __future__ import annotations
 
 import http.client
 import math
+import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +51,13 @@ class Traffic:
     fresh_loops: int = 2
     kept_loops: int = 1
     pause_s: float = 0.0  # kept-alive clients wait this long between requests (idle)
+    burst: int = 0  # > 0: every loop pauses after each `burst` requests, for a time drawn
+    burst_pause_s: tuple[float, float] = (0.0, 0.0)  # uniformly from this range (seconds)
+    fresh_burst: int = 0  # requests of a fresh-connection loop's burst (0: `burst`)
+    together: bool = False  # loops wait for each other after a burst, pause the same time
+    # together: waits out each pause itself (told the stop event) and says how long it was;
+    # by default a pause drawn from burst_pause_s
+    between_bursts: Callable[[threading.Event], float] | None = None
     samples: list[Sample] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -61,8 +73,38 @@ class Traffic:
             self.samples.append(Sample(end, kind, error is None, end - start, status, gateway,
                                        error))
 
+    def _pauser(self, burst: int) -> Callable[[], None]:
+        """What a loop calls after each request: a pause after each burst (none if burst=0).
+        Together, the last loop to end its burst pauses (_pause_together) while the others
+        wait for it, and they all start the next burst at once."""
+        draw, sent = random.Random(), 0
+
+        def after_request() -> None:
+            nonlocal sent
+            sent += 1
+            if burst <= 0 or sent % burst:
+                return
+            if not self.together:
+                self.stop.wait(draw.uniform(*self.burst_pause_s))
+                return
+            try:
+                self._barrier.wait()
+            except threading.BrokenBarrierError:  # stopping, or between_bursts failed
+                self.stop.set()
+
+        return after_request
+
+    def _pause_together(self) -> None:
+        if self.between_bursts is not None:
+            self.pauses.append(self.between_bursts(self.stop))
+            return
+        pause = random.uniform(*self.burst_pause_s)
+        self.stop.wait(pause)
+        self.pauses.append(pause)
+
     def fresh_connections(self) -> None:
         deadline = time.monotonic() + BOUND_S
+        after_request = self._pauser(self.fresh_burst or self.burst)
         while not self.stop.is_set() and time.monotonic() < deadline:
             start = time.monotonic()
             try:
@@ -70,10 +112,12 @@ class Traffic:
                 self._record("fresh", start, reply, None)
             except (OSError, http.client.HTTPException) as exc:
                 self._record("fresh", start, None, repr(exc))
+            after_request()
 
     def kept_alive(self) -> None:
         """One connection as long as the proxy keeps it; reconnect only when told to."""
         deadline = time.monotonic() + BOUND_S
+        after_request = self._pauser(self.burst)
         conn: http.client.HTTPSConnection | None = None
         while not self.stop.is_set() and time.monotonic() < deadline:
             if conn is None:
@@ -91,11 +135,15 @@ class Traffic:
                 conn = None
             if self.pause_s:
                 self.stop.wait(self.pause_s)
+            after_request()
         if conn is not None:
             conn.close()
 
     def __enter__(self) -> Traffic:
         loops = [self.fresh_connections] * self.fresh_loops + [self.kept_alive] * self.kept_loops
+        self.pauses: list[float] = []  # together: the pauses, in order
+        self._barrier = threading.Barrier(max(1, len(loops)), action=self._pause_together,
+                                          timeout=BOUND_S)
         self.threads = [threading.Thread(target=f, daemon=True) for f in loops]
         for t in self.threads:
             t.start()
@@ -103,6 +151,7 @@ class Traffic:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
+        self._barrier.abort()
         for t in self.threads:
             t.join(timeout=15)
 
