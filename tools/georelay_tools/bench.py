@@ -42,6 +42,12 @@ from georelay_dns.cli_support import cli_command
 from georelay_lab import certs, nginx_gateway, processes
 from georelay_lab.checkout import checkout
 from georelay_tools import bench_configs as cfg
+from georelay_tools.proc_stats import (
+    established_to,
+    tree_cpu_seconds,
+    tree_pids,
+    tree_rss_kib,
+)
 
 BIN = Path(sys.executable).parent
 
@@ -302,46 +308,6 @@ IDLE_TIMEOUTS = {"haproxy_timeout_http_request": "300s", "haproxy_timeout_client
                  "haproxy_timeout_http_keep_alive": "300s"}
 
 
-def established_to(ip: str, port: int) -> int:
-    """TCP connections in ESTABLISHED whose local end is ip:port (the server side), from
-    /proc/net/tcp."""
-    local = f"{socket.htonl(int.from_bytes(socket.inet_aton(ip), 'big')):08X}:{port:04X}"
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1] == local and fields[3] == "01":
-            count += 1
-    return count
-
-
-def tree_pids(pid: int) -> list[int]:
-    """pid and its children (HAProxy workers, nginx workers)."""
-    return [pid] + [int(p) for p in subprocess.run(
-        ["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
-
-
-def tree_rss_kib(pid: int) -> int:
-    """RSS of pid and its children."""
-    total = 0
-    for p in tree_pids(pid):
-        status = Path(f"/proc/{p}/status").read_text()
-        total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-    return total
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of pid and its live children, all threads."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / tick
-
-
 def spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}"
 
@@ -374,7 +340,7 @@ def markdown(results: list[Result], memory: dict[str, float], idle: int, duratio
     return "\n".join(lines)
 
 
-def _variants(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
+def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
     """--variant NAME:VAR=VALUE,... (values read as YAML) -> name -> tunables."""
     variants: dict[str, dict[str, object]] = {}
     for spec in specs:
@@ -420,7 +386,7 @@ def command(duration: int, connections: int, reps: int, idle: int, work: Path,
             pin: bool) -> None:
     """georelay's generated HAProxy side by side with an nginx relay, the seed config and
     direct (make bench); root, on a quiet machine."""
-    variants = _variants(variant_specs)
+    variants = variants_of(variant_specs)
     bench = Bench(work, duration, connections, reps, pin=pin,
                   gateway_keepalive_requests=gateway_keepalive_requests)
     if memory_only:

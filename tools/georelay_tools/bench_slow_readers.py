@@ -23,7 +23,7 @@ import click
 
 from georelay_dns.cli_support import cli_command
 from georelay_tools import bench_configs as cfg
-from georelay_tools.bench import Bench, _variants
+from georelay_tools.bench import Bench, variants_of
 
 SLOW_READERS = 4
 RCVBUF = 4096  # the slow clients' receive buffer, bytes
@@ -115,7 +115,7 @@ class SlowReaders:
               default=Path(tempfile.gettempdir()) / "georelay-bench", show_default=True)
 def command(duration: int, variant_specs: tuple[str, ...], work: Path) -> None:
     """Small requests beside slow readers of a large response, per variant; root."""
-    variants = {"defaults": {}, **_variants(variant_specs)}
+    variants = {"defaults": {}, **variants_of(variant_specs)}
     bench = Bench(work, duration, 1, 1, pin=False)
     try:
         bench.prepare()
