@@ -67,6 +67,14 @@ class Result:
     def rps_median(self) -> float:
         return statistics.median(self.rps)
 
+    def add(self, rps: float, p50: float, p99: float, errors: int, cpu: float) -> None:
+        """One measurement (Bench.measure's tuple, in its order)."""
+        self.rps.append(rps)
+        self.p50_ms.append(p50)
+        self.p99_ms.append(p99)
+        self.cpu_us.append(cpu)
+        self.errors += errors
+
 
 def _ms(value: str) -> float:
     m = re.match(r"([\d.]+)(us|ms|s)", value)
@@ -231,12 +239,7 @@ class Bench:
                 for _ in range(self.reps):  # interleaved: drift hits every target alike
                     for name, ip, host in self.targets():
                         rps, p50, p99, errors, cpu = self.measure(name, ip, host, path, close)
-                        r = row[name]
-                        r.rps.append(rps)
-                        r.p50_ms.append(p50)
-                        r.p99_ms.append(p99)
-                        r.cpu_us.append(cpu)
-                        r.errors += errors
+                        row[name].add(rps, p50, p99, errors, cpu)
                         print(f"  {clients:17} {body:7} {name:12} {rps:9.0f} req/s "
                               f"p50 {p50:6.2f} ms p99 {p99:6.2f} ms cpu {cpu:6.1f} us/req "
                               f"errors {errors}", flush=True)

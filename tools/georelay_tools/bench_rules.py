@@ -216,11 +216,7 @@ class RulesBench(Bench):
             for name in targets:
                 ip = self.a.nginx if name == NGINX else self.address[name]
                 rps, p50, p99, errors, cpu = self.measure(name, ip, cfg.PUBLIC, path, close)
-                r = results[name]
-                for values, value in zip((r.rps, r.p50_ms, r.p99_ms, r.cpu_us),
-                                         (rps, p50, p99, cpu), strict=True):
-                    values.append(value)
-                r.errors += errors
+                results[name].add(rps, p50, p99, errors, cpu)
                 print(f"  {name:26} {rps:9.0f} req/s p99 {p99:6.2f} ms cpu {cpu:6.1f} us/req "
                       f"errors {errors}", flush=True)
         return results

@@ -11,8 +11,8 @@ slowest (docs/BENCHMARKS.md, round 5).
 
 from __future__ import annotations
 
+import http.client
 import socket
-import ssl
 import statistics
 import tempfile
 import threading
@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from georelay_dns.cli_support import cli_command
+from georelay_lab import client
 from georelay_tools import bench_configs as cfg
 from georelay_tools.bench import Bench, variants_of
 
@@ -33,48 +34,33 @@ LARGE_BYTES = 8 * 1024 * 1024
 class SlowReaders:
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
-        self.ctx = ssl.create_default_context(cafile=str(bench.certs / "lab-ca.pem"))
+        self.ctx = client.context(str(bench.certs / "lab-ca.pem"))
 
-    def connect(self, rcvbuf: int | None = None) -> ssl.SSLSocket:
-        raw = socket.socket()
-        if rcvbuf:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        raw.settimeout(40)  # above timeout server (30 s): a stall is measured, not cut
-        raw.connect((self.bench.a.relay, 443))
-        return self.ctx.wrap_socket(raw, server_hostname=cfg.PUBLIC)
-
-    @staticmethod
-    def get(conn: ssl.SSLSocket, path: str) -> None:
-        conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {cfg.PUBLIC}\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed before the response headers")
-            data += chunk
-        head, body = data.split(b"\r\n\r\n", 1)
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        while len(body) < length:
-            chunk = conn.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed before the end of the body")
-            body += chunk
+    def fast_connection(self) -> http.client.HTTPSConnection:
+        # a timeout above timeout server (30 s): a stall is measured, not cut
+        return client.PinnedHTTPSConnection(self.bench.a.relay, 443, cfg.PUBLIC, self.ctx,
+                                            timeout=40)
 
     def slow(self, stop: threading.Event) -> None:
-        conn = self.connect(RCVBUF)
+        """Ask for the large response and read it 1 KiB every 50 ms through a small receive
+        buffer (a raw socket: the buffer is set before connecting)."""
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        raw.settimeout(40)
         try:
+            raw.connect((self.bench.a.relay, 443))
+            conn = self.ctx.wrap_socket(raw, server_hostname=cfg.PUBLIC)
             conn.sendall(f"GET /large HTTP/1.1\r\nHost: {cfg.PUBLIC}\r\n\r\n".encode())
             while not stop.is_set() and conn.recv(1024):
                 time.sleep(0.05)
         except OSError:
             pass
         finally:
-            conn.close()
+            raw.close()
 
     def measure(self, seconds: float) -> dict[str, float]:
-        fast = self.connect()
-        self.get(fast, "/small")
+        fast = self.fast_connection()
+        client.request(fast, "/small")
         stop = threading.Event()
         readers = [threading.Thread(target=self.slow, args=(stop,))
                    for _ in range(SLOW_READERS)]
@@ -88,11 +74,12 @@ class SlowReaders:
             while time.monotonic() < end:
                 t0 = time.monotonic()
                 try:
-                    self.get(fast, "/small")
-                except OSError:
+                    if client.request(fast, "/small").status != 200:
+                        errors += 1
+                except (OSError, http.client.HTTPException):
                     errors += 1
                     fast.close()
-                    fast = self.connect()
+                    fast = self.fast_connection()
                 latencies.append(time.monotonic() - t0)
         finally:
             stop.set()
