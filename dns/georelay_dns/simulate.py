@@ -9,7 +9,8 @@
   used only when every non-zero one is unhealthy (equally); when all are unhealthy Route53
   treats all as healthy again. All weights 0: equal shares.
 
-Latency between regions comes from :mod:`georelay_model.regions` (documented estimate).
+Latency between regions comes from :mod:`georelay_model.latency` (the inventory's
+georelay_region_latency, else the shipped measurements, else a distance estimate, said so).
 Used by ``georelay-dns simulate`` and ``status``, and as the oracle in the tests.
 """
 
@@ -22,7 +23,7 @@ from fractions import Fraction
 
 from georelay_dns.records import Record
 from georelay_dns.tree import Tree
-from georelay_model.regions import nearest_first
+from georelay_model.latency import Latency
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,12 @@ class Outcome:
 class Evaluator:
     def __init__(self, records: Iterable[Record], zone_id: str,
                  health: Mapping[str, bool] | None = None,
-                 down_regions: Iterable[str] = ()) -> None:
+                 down_regions: Iterable[str] = (), latency: Latency | None = None) -> None:
         """health: health-check key or id -> healthy (absent: healthy).
-        down_regions: regions whose external alias targets (direct mode) are down."""
+        down_regions: regions whose external alias targets (direct mode) are down.
+        latency: the round trips users near a region see (default: the shipped data)."""
         self.zone_id = zone_id
+        self.latency = latency or Latency()
         self.health = dict(health or {})
         self.down_regions = set(down_regions)
         self.sets: dict[tuple[str, str], list[Record]] = defaultdict(list)
@@ -83,7 +86,10 @@ class Evaluator:
         latency = [r for r in records if r.region]
         if latency:
             by_region = {r.region: r for r in latency if r.region}
-            order = nearest_first(origin, by_region)
+            order = self.latency.nearest_first(origin, by_region)
+            note = self.latency.order_note(origin, by_region)
+            if note and note not in out.notes:
+                out.notes.append(note)
             healthy = [reg for reg in order if self.healthy(by_region[reg])]
             if healthy:
                 chosen = healthy[0]
@@ -156,7 +162,7 @@ def effect_lines(before: Tree, after: Tree, hostnames: Iterable[str], origins: I
     service gives the same answers, else one per service)."""
     down, down_regions = list(down), list(down_regions)
     evs = [Evaluator(t.records, t.zone_id, health_for(t.records, down, down_regions),
-                     down_regions) for t in (before, after)]
+                     down_regions, t.latency) for t in (before, after)]
     blocks: dict[str, list[str]] = {}
     for hostname in hostnames:
         rows = []

@@ -55,7 +55,8 @@ def live_status(client: Any, live: Live, owner: str, sleep: Sleep = time.sleep,
             ok, good, total = checker_verdict(got.get("HealthCheckObservations", []))
             health[r.health_check] = ok
             checks[r.health_check] = {"healthy": ok, "checkers_ok": good, "checkers": total}
-    ev = Evaluator(records, live.zone_id, health)
+    ev = Evaluator(records, live.zone_id, health,
+                   latency=desired.latency if desired else None)
     services: dict[str, Any] = defaultdict(lambda: {"regions": {}, "answers": {}})
     for r in records:
         if r.region:

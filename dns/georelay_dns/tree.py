@@ -30,6 +30,7 @@ from georelay_dns.operator_state import OperatorState
 from georelay_dns.records import Alias, HealthCheck, Record, norm_name, set_id
 from georelay_model import Proxy, Service
 from georelay_model.fleet import DnsSettings
+from georelay_model.latency import Latency
 
 SELF_ZONE = "SELF"  # alias target zone placeholder until the hosted zone id is known
 @dataclass
@@ -44,6 +45,8 @@ class Tree:
     state: OperatorState | None = None  # the operator state the tree honours
     inventory_weights: dict[str, int] = field(default_factory=dict)  # proxy -> dns_weight
     state_warnings: list[str] = field(default_factory=list)  # about the operator state (too)
+    # Round trips between regions (the fleet's): the order simulate and status evaluate with
+    latency: Latency = field(default_factory=Latency)
 
     def health_check(self, key: str) -> HealthCheck:
         for hc in self.health_checks:
@@ -88,7 +91,8 @@ def build_tree(inputs: Inputs, zone_id: str = SELF_ZONE,
     """The records and checks the inventory calls for, honouring the operator state."""
     fleet, s = inputs.fleet, inputs.settings
     tree = Tree(zone=fleet.zone, zone_id=zone_id, records=[], health_checks=[], state=state,
-                inventory_weights={p.name: p.dns_weight for p in fleet.proxies})
+                inventory_weights={p.name: p.dns_weight for p in fleet.proxies},
+                latency=fleet.latency)
     evacuated = set(state.evacuated) if state else set()
     weights = dict(state.weights) if state else {}
     _state_warnings(tree, inputs, evacuated, weights)

@@ -26,6 +26,11 @@ VARS: tuple[Var, ...] = (
     Var("georelay_tls_pem", "all", None, "control-node path to the PEM (chain + key)"),
     Var("georelay_backend_ca", "all", None,
         "control-node CA bundle to verify gateways (default: the host's system store)"),
+    Var("georelay_region_latency", "all", {},
+        "round trips in ms between regions, {from: {to: ms}}, over the shipped measurements "
+        "(georelay-dns latency import writes it)"),
+    Var("georelay_region_latency_source", "all", "",
+        "where georelay_region_latency's numbers come from (shown beside orders)"),
     Var("aws_region", "region", None, "AWS region of the group, e.g. us-east-1"),
     Var("georelay_apigw_address", "region", None, "ip:port (or host:port) of the gateway"),
     Var("georelay_backup_regions", "region", None,

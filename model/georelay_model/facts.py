@@ -115,6 +115,8 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "tls_pem_source": fleet.tls_pem,
         "backends": backends,
         "bridging_keeps_in_dns": region.bridging_keeps_in_dns,
+        # Why the backups come in their order (inventory, measured, or partly estimated).
+        "backup_order": fleet.backup_order_note(region.name),
         "agent": {"address": proxy.agent.host, "port": proxy.agent.port,
                   "server": proxy.agent.haproxy},
     }

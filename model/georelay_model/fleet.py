@@ -7,8 +7,8 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from georelay_model.latency import Latency
 from georelay_model.reader import default_int, default_str
-from georelay_model.regions import nearest_first
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # on the proxy host
 
@@ -82,8 +82,8 @@ class Region:
     name: str
     proxies: tuple[Proxy, ...]
     apigw_address: Endpoint | None = None  # None: resolve each service's domain on :443
-    # Other regions this region's proxies fall back to, in order; None: every other region
-    # of the fleet, nearest first (georelay_model.regions).
+    # Other regions this region's proxies fall back to, in order; None: the backup_limit
+    # nearest other regions of the fleet (Fleet.latency).
     backup_regions: tuple[str, ...] | None = None
     backup_limit: int = 3  # how many of the nearest when backup_regions is None
     # Keep this region's proxies in DNS while they bridge through a backup region.
@@ -139,6 +139,8 @@ class Fleet:
     tls_pem: str | None = None  # control-node path; None when the reader does not need it
     backend_ca: str | None = None  # control-node CA file; None: the host's system store
     dns: DnsSettings = field(default_factory=DnsSettings)  # Route53 (and the /healthz path)
+    # Round trips between regions: georelay_region_latency, else the shipped measurements
+    latency: Latency = field(default_factory=Latency, compare=False)
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
@@ -157,8 +159,24 @@ class Fleet:
         if region.backup_regions is not None:
             return tuple(self.region(b) for b in region.backup_regions)
         others = [r.name for r in self.regions if r.name != name]
-        nearest = nearest_first(name, others)[:region.backup_limit]
+        nearest = self.latency.nearest_first(name, others)[:region.backup_limit]
         return tuple(self.region(b) for b in nearest)
+
+    def backup_order_note(self, name: str) -> str:
+        """Why region ``name``'s backups are in their order: set in the inventory, or
+        nearest first by which latency source ('' when it has no backups)."""
+        region = self.region(name)
+        backups = [b.name for b in self.backups_of(name)]
+        if not backups:
+            return ""
+        if region.backup_regions is not None:
+            return "order: georelay_backup_regions"
+        note = self.latency.order_note(name, [r.name for r in self.regions])
+        if note:
+            return note
+        sources = {self.latency.rtt(name, b)[1] for b in backups}
+        return ("order: nearest first, georelay_region_latency" if sources == {"inventory"}
+                else "order: nearest first, measured round trips (docs/DNS.md)")
 
     def proxy(self, name: str) -> Proxy:
         for p in self.proxies:

@@ -45,7 +45,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
         if r.problems:
             raise InventoryError(r.problems)
         return Fleet(zone=settings.zone, services=settings.services, regions=regions,
-                     dns=settings.dns)
+                     dns=settings.dns, latency=settings.latency)
     if not proxies_vars:
         r.problem("inventory", "aws_region", "no host has aws_region, so there are no proxies",
                   "put proxy hosts in a group per region whose vars set aws_region: us-east-1")
@@ -87,7 +87,8 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
     if r.problems:
         raise InventoryError(r.problems)
     return Fleet(zone=settings.zone, services=services, regions=regions,
-                 tls_pem=settings.tls_pem, backend_ca=settings.backend_ca, dns=settings.dns)
+                 tls_pem=settings.tls_pem, backend_ca=settings.backend_ca, dns=settings.dns,
+                 latency=settings.latency)
 
 
 def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object]],

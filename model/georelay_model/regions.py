@@ -1,24 +1,20 @@
-"""Where AWS regions are, and how far apart they are in round-trip time (approximately).
+"""Where AWS regions are, and the round trip estimated from the distance between them.
 
-Route53 latency routing answers each user with the lowest-latency *healthy* region, using
-latency data AWS measures and does not publish. georelay needs a stand-in for that order
-in two places: ``georelay-dns simulate`` (which region answers users near REGION when
-some are down) and, later, the proxies ordering their backup regions.
+This is the fallback of :mod:`georelay_model.latency`, used only for a region the measured
+matrix lacks (a region newer than the data) and said so wherever an order depends on it.
+Cables do not follow great circles: held against measured region-to-region round trips the
+estimate misorders the next-nearest region in about 1 of 7 three-region fleets (from
+ap-southeast-2 it prefers af-south-1, 411 ms, to us-west-1, 138 ms), which is why it is not
+the default any more (docs/DNS.md, "Region latency").
 
-The stand-in is deliberately simple and documented (docs/DNS.md): each region is placed at
-its metro's coordinates; the round trip between two regions is estimated from the
+Each region is placed at its metro's coordinates; the round trip is estimated from the
 great-circle distance as light in fibre (about 200 km per ms) over a path 1.5 times longer
-than the great circle, there and back, plus 2 ms of switching. The estimate is within
-roughly 20% of published inter-region pings for most pairs, and -- what matters here --
-it orders regions the way real latency does (us-east-1 is nearer to us-east-2 than to
-us-west-2, eu-west-2 nearer to eu-west-1 than to eu-central-1, ...). Ties are broken by
-region name so every order is deterministic.
+than the great circle, there and back, plus 2 ms of switching.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 FIBRE_KM_PER_MS = 200.0  # light in fibre, one way
@@ -61,11 +57,13 @@ _SITES: tuple[RegionSite, ...] = (
     RegionSite("ap-south-1", "Mumbai", 19.1, 72.9),
     RegionSite("ap-south-2", "Hyderabad", 17.4, 78.5),
     RegionSite("ap-east-1", "Hong Kong", 22.3, 114.2),
+    RegionSite("ap-east-2", "Taipei", 25.0, 121.6),
     RegionSite("ap-southeast-1", "Singapore", 1.35, 103.8),
     RegionSite("ap-southeast-2", "Sydney", -33.9, 151.2),
     RegionSite("ap-southeast-3", "Jakarta", -6.2, 106.8),
     RegionSite("ap-southeast-4", "Melbourne", -37.8, 145.0),
     RegionSite("ap-southeast-5", "Kuala Lumpur", 3.1, 101.7),
+    RegionSite("ap-southeast-6", "Auckland", -36.8, 174.8),
     RegionSite("ap-southeast-7", "Bangkok", 13.75, 100.5),
     RegionSite("ap-northeast-1", "Tokyo", 35.7, 139.7),
     RegionSite("ap-northeast-2", "Seoul", 37.6, 127.0),
@@ -73,10 +71,6 @@ _SITES: tuple[RegionSite, ...] = (
 )
 
 SITES: dict[str, RegionSite] = {s.code: s for s in _SITES}
-
-
-def known(region: str) -> bool:
-    return region in SITES
 
 
 def _distance_km(a: RegionSite, b: RegionSite) -> float:
@@ -96,15 +90,3 @@ def rtt_ms(a: str, b: str) -> float:
     km = _distance_km(SITES[a], SITES[b])
     return round(2 * km * PATH_STRETCH / FIBRE_KM_PER_MS + SWITCHING_MS, 1)
 
-
-def nearest_first(origin: str, regions: Iterable[str]) -> list[str]:
-    """The regions ordered by estimated round trip from origin, nearest first.
-
-    A region missing from the table sorts last (by name): its distance is unknown.
-    """
-    def key(r: str) -> tuple[int, float, str]:
-        if origin in SITES and r in SITES:
-            return (0, rtt_ms(origin, r), r)
-        return (0, 0.0, r) if r == origin else (1, 0.0, r)
-
-    return sorted(set(regions), key=key)

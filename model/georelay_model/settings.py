@@ -1,10 +1,10 @@
 """The fleet-wide settings: the one reader of the variables set once for the whole fleet.
 
-``georelay_zone``, ``georelay_services``, ``georelay_tls_pem``, ``georelay_backend_ca``
-and every ``georelay_dns_*`` variable: each must have the same value on every proxy (set
-it in ``group_vars/all``). They are read here once, validated, with the contract's
-defaults (contract.py), for the role (load.py builds the fleet with them) and for
-georelay-dns alike.
+``georelay_zone``, ``georelay_services``, ``georelay_tls_pem``, ``georelay_backend_ca``,
+``georelay_region_latency`` (checked by latency.py) and every ``georelay_dns_*`` variable:
+each must have the same value on every proxy (set it in ``group_vars/all``). They are read
+here once, validated, with the contract's defaults (contract.py), for the role (load.py
+builds the fleet with them) and for georelay-dns alike.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from typing import Any
 
 from georelay_model.contract import SERVICE_KEYS, VARS
 from georelay_model.fleet import DirectTarget, DnsSettings, HealthSettings, Service
+from georelay_model.latency import Latency, read_latency
 from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
 
 # Fleet-wide variables of the inventory (georelay_dns_cli and _force are playbook options).
 FLEET_WIDE: tuple[str, ...] = (
     "georelay_zone", "georelay_services", "georelay_tls_pem", "georelay_backend_ca",
+    "georelay_region_latency", "georelay_region_latency_source",
     *(v.name for v in VARS if v.name.startswith("georelay_dns_")
       and v.name not in ("georelay_dns_cli", "georelay_dns_force")))
 DNS_MODES = ("proxy", "direct")
@@ -41,6 +43,7 @@ class FleetSettings:
     tls_pem: str | None
     backend_ca: str | None
     dns: DnsSettings
+    latency: Latency
 
 
 def read_settings(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> FleetSettings:
@@ -52,7 +55,9 @@ def read_settings(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> Fleet
     tls_pem = _path(r, "georelay_tls_pem", raw.get("georelay_tls_pem"), required=True)
     backend_ca = _path(r, "georelay_backend_ca", raw.get("georelay_backend_ca"),
                        required=False)
-    return FleetSettings(zone, services, tls_pem, backend_ca, _dns(r, raw, services))
+    return FleetSettings(zone, services, tls_pem, backend_ca, _dns(r, raw, services),
+                         read_latency(r, raw.get("georelay_region_latency"),
+                                      raw.get("georelay_region_latency_source")))
 
 
 def _agreed(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

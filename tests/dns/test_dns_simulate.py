@@ -15,7 +15,8 @@ from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import owned_records
 from georelay_dns.tree import Tree, build_tree
 from georelay_model import load_inventory
-from georelay_model.regions import nearest_first, rtt_ms
+from georelay_model.latency import Latency
+from georelay_model.regions import rtt_ms
 from georelay_testing.dns_drive import cli
 from georelay_testing.dns_zone import Zone, fleet, write_inventory
 
@@ -92,7 +93,10 @@ def test_simulate_cli(inventory: Path) -> None:
     assert code == 1 and "--down nope: not a proxy" in out
 
 
-def test_latency_table_orders_regions_like_the_map() -> None:
+def test_latency_orders_regions_like_the_map() -> None:
+    """The measured order (tests/dns/test_dns_latency.py holds it against another
+    measurement); the distance estimate, the fallback, is at least symmetric and sane."""
+    nearest_first = Latency().nearest_first
     assert nearest_first("us-east-1", ["eu-west-1", "us-west-2", "us-east-2"]) == [
         "us-east-2", "us-west-2", "eu-west-1"]
     assert nearest_first("eu-west-2", ["eu-central-1", "eu-west-1", "ap-south-1"])[0] == \
