@@ -102,7 +102,7 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
     ids: dict[str, str] = {}
     total = len(plan.hc_creates)
     for i, hc in enumerate(plan.hc_creates, 1):
-        ids[hc.check.key] = _create_health_check(client, plan, hc.check, hc.generation, sleep)
+        ids[hc.check.key] = _create_health_check(client, plan, hc.check, hc.generation)
         res.created[hc.check.key] = ids[hc.check.key]
         if i == total or i % 25 == 0:
             progress(f"health checks created: {i}/{total}")
@@ -112,7 +112,7 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
         if u.reset:
             kwargs["ResetElements"] = list(u.reset)
         try:
-            call(client, "update_health_check", sleep=sleep, **kwargs)
+            call(client, "update_health_check", **kwargs)
         except ClientError as e:
             if error_code(e) == "HealthCheckVersionMismatch":
                 raise ApplyError(f"health check {u.id} changed since the plan was made: "
@@ -126,7 +126,7 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
     done = 0
     for n, batch in enumerate(batches, 1):
         try:
-            got = call(client, "change_resource_record_sets", sleep=sleep,
+            got = call(client, "change_resource_record_sets",
                        HostedZoneId=plan.zone_id,
                        ChangeBatch={"Comment": f"georelay-dns {plan.checksum[:19]} batch {n}/"
                                                f"{len(batches)}", "Changes": batch})
@@ -147,7 +147,7 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
         wait_insync(client, res.changes, sleep=sleep, timeout=wait_timeout, progress=progress)
     for d in plan.hc_deletes:
         try:
-            call(client, "delete_health_check", sleep=sleep, HealthCheckId=d.id)
+            call(client, "delete_health_check", HealthCheckId=d.id)
         except ClientError as e:
             if error_code(e) == "NoSuchHealthCheck":
                 continue  # already gone: the goal is reached
@@ -161,19 +161,18 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
     return res
 
 
-def _create_health_check(client: Any, plan: Plan, check: Any, generation: int,
-                         sleep: Sleep) -> str:
+def _create_health_check(client: Any, plan: Plan, check: Any, generation: int) -> str:
     for gen in range(generation, generation + MAX_GENERATIONS):
         ref = check.caller_reference(plan.owner, gen)
         try:
-            got = call(client, "create_health_check", sleep=sleep, CallerReference=ref,
+            got = call(client, "create_health_check", CallerReference=ref,
                        HealthCheckConfig=check.config)
         except ClientError as e:
             if error_code(e) == "HealthCheckAlreadyExists":
                 continue  # reference used before (a deleted check): never reuse it
             raise
         hc_id = str(got["HealthCheck"]["Id"])
-        call(client, "change_tags_for_resource", sleep=sleep, ResourceType="healthcheck",
+        call(client, "change_tags_for_resource", ResourceType="healthcheck",
              ResourceId=hc_id, AddTags=[
                  {"Key": "Name", "Value": check.name_tag()[:256]},
                  {"Key": "georelay:owner", "Value": plan.owner},
@@ -192,7 +191,7 @@ def wait_insync(client: Any, change_ids: list[str], *, sleep: Sleep = time.sleep
     delay = 2.0
     while pending:
         pending = [c for c in pending
-                   if call(client, "get_change", sleep=sleep, Id=c)["ChangeInfo"]["Status"]
+                   if call(client, "get_change", Id=c)["ChangeInfo"]["Status"]
                    != "INSYNC"]
         if not pending:
             break

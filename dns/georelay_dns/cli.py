@@ -15,6 +15,7 @@ import click
 
 from georelay_dns.apply import ApplyError, apply_plan
 from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs, tree_of
+from georelay_dns.cli_latency import latency_group
 from georelay_dns.cli_operator import evacuate_cmd, restore_cmd, weight_cmd
 from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_dns.iam import policy
@@ -26,6 +27,7 @@ from georelay_dns.route53 import find_zone, make_client
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import live_status, render_status
 from georelay_dns.tree import SELF_ZONE
+from georelay_model.latency import RegionError, check_region
 
 EXIT_CHANGES = 2
 
@@ -33,7 +35,7 @@ EXIT_CHANGES = 2
 def _plan(inventory: str) -> tuple[Any, Inputs, Plan]:
     inputs = read_inputs(inventory)
     tree_of(inputs)  # refuse a bad tree before any AWS call
-    client = make_client()
+    client = aws(make_client)
 
     def work() -> tuple[Inputs, Plan]:
         ctx = read_context(client, inputs)  # the zone and the operator state it holds
@@ -109,7 +111,7 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
 def status_cmd(inventory: str, output: str) -> None:
     """The live tree, each health check's status, and what users get now."""
     inputs = read_inputs(inventory)
-    client = make_client()
+    client = aws(make_client)
 
     def work() -> dict[str, Any]:
         ctx = read_context(client, inputs)
@@ -143,6 +145,10 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
     tree_of(inputs)
     hosts = {p.name for p in inputs.fleet.proxies}
     regions = {r.name for r in inputs.fleet.regions}
+    try:  # users may be near any AWS region, not only the fleet's
+        check_region(origin, inputs.fleet.latency, what="--from")
+    except RegionError as e:
+        fail(str(e))
     for flag, names, known, what in (("--down", down, hosts, "a proxy"),
                                      ("--down-region", down_regions, regions, "a region"),
                                      ("--evacuate", evacuate, regions, "a region")):
@@ -152,7 +158,7 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
                      f"({', '.join(sorted(known))})")
     base = OperatorState()
     if live:
-        client = make_client()
+        client = aws(make_client)
         base = aws(lambda: read_context(client, inputs).current.state)
         lines = describe(base, {p.name: p.dns_weight for p in inputs.fleet.proxies})
         click.echo("operator state in Route53:" + ("" if lines else " none"))
@@ -178,7 +184,8 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
             if len(trees) > 1:
                 click.echo("  before:" if i == 0 else f"  after {change}:")
             ev = Evaluator(tree.records, tree.zone_id,
-                           health_for(tree.records, down, down_regions), down_regions)
+                           health_for(tree.records, down, down_regions), down_regions,
+                           tree.latency)
             out = ev.resolve(svc.hostname, origin)
             for a in out.answers:
                 click.echo(f"{indent}{a.target:<16} {a.region:<14} {a.value:<22} "
@@ -213,5 +220,5 @@ def iam_cmd(inventory: str, zone_id: str | None) -> None:
                           indent=2))
 
 
-for _command in (evacuate_cmd, restore_cmd, weight_cmd):
+for _command in (evacuate_cmd, restore_cmd, weight_cmd, latency_group):
     main.add_command(_command)

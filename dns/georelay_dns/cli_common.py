@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from georelay_dns.inputs import Inputs, load_inputs
 from georelay_dns.operations import Refusal
 from georelay_dns.operator_state import WEIGHT_MAX, OperatorState, StateError
-from georelay_dns.route53 import ZoneError
+from georelay_dns.route53 import AwsConfigError, ZoneError
 from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
 from georelay_model import InventoryError, load_inventory
 from georelay_model.inventory import InventoryReadError
@@ -47,11 +47,16 @@ def aws(fn: Callable[[], Any]) -> Any:
     except NoCredentialsError:
         fail("no AWS credentials: set AWS_PROFILE or the AWS_* variables (standard boto3 "
              "chain)")
-    except (ZoneError, StateError, Refusal) as e:
+    except (ZoneError, StateError, Refusal, AwsConfigError) as e:
         fail(str(e))
     except ClientError as e:
         err = e.response.get("Error", {})
-        fail(f"Route53 {e.operation_name}: {err.get('Code')}: {err.get('Message')}")
+        meta = e.response.get("ResponseMetadata", {})
+        gave_up = ""
+        if meta.get("MaxAttemptsReached"):
+            gave_up = (f" (gave up after {int(meta.get('RetryAttempts', 0)) + 1} attempts; "
+                       "AWS_MAX_ATTEMPTS or max_attempts in the AWS config file sets how many)")
+        fail(f"Route53 {e.operation_name}: {err.get('Code')}: {err.get('Message')}{gave_up}")
     except BotoCoreError as e:
         fail(f"AWS: {e}")
 

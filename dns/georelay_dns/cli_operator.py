@@ -53,7 +53,7 @@ def _command(args: list[str], inventory: str) -> str:
 def _run(inventory: str, make: Callable[[Context], Change], *, dry_run: bool,
          wait_timeout: float, confirm: str | None = None) -> None:
     inputs = read_inputs(inventory)
-    client = make_client()
+    client = aws(make_client)
     change: Change = aws(lambda: make(read_context(client, inputs)))
     plan = change.plan
     click.echo(f"zone {plan.zone} ({plan.zone_id}), owner {plan.owner!r}")
