@@ -7,6 +7,12 @@
 3. wait until every change is INSYNC (bounded);
 4. only then delete health checks no record references any more.
 
+Progress is counted in steps, all known before the first call (:func:`count_steps`): one
+per health check created, updated or deleted, one per record batch submitted and one per
+batch's change reported INSYNC. ``progress`` gets the log lines (every 25th health check
+created, each batch, each INSYNC poll); ``on_step`` gets every :class:`Step`, for a
+progress bar.
+
 Interrupted anywhere, a re-run plans the rest: created checks are found by their
 CallerReference, records already written compare equal.
 """
@@ -29,6 +35,35 @@ MAX_GENERATIONS = 50
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Step:
+    """Where an apply is: ``done`` of ``total`` steps, and the log line of this moment ("" for
+    a step that has none; a line without a step, such as an INSYNC poll, leaves ``done``)."""
+
+    done: int
+    total: int
+    message: str
+
+
+OnStep = Callable[[Step], None]
+
+
+class _Tracker:
+    def __init__(self, total: int, progress: Progress, on_step: OnStep | None) -> None:
+        self.done, self.total = 0, total
+        self._progress, self._on_step = progress, on_step
+
+    def advance(self, message: str = "", n: int = 1) -> None:
+        self.done += n
+        self.note(message)
+
+    def note(self, message: str) -> None:
+        if message:
+            self._progress(message)
+        if self._on_step is not None:
+            self._on_step(Step(self.done, self.total, message))
+
+
 class ApplyError(RuntimeError):
     """Route53 refused a step; what was done before it stays done (re-run to converge)."""
 
@@ -40,6 +75,12 @@ class Result:
     batches: int = 0
     changes: list[str] = field(default_factory=list)  # change ids
     deleted: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What was done, for --output json."""
+        return {"healthchecks_created": dict(self.created),
+                "healthchecks_updated": list(self.updated), "record_batches": self.batches,
+                "change_ids": list(self.changes), "healthchecks_deleted": list(self.deleted)}
 
 
 def change_size(change: dict[str, Any]) -> tuple[int, int]:
@@ -95,17 +136,28 @@ def _describe(c: RecordChange) -> str:
     return f"{c.action} {c.record.name} {c.record.type} {c.record.set_id}"
 
 
+def count_steps(plan: Plan, max_rrs: int = MAX_RRS, max_chars: int = MAX_CHARS) -> int:
+    """The steps :func:`apply_plan` reports for this plan (a batch counts twice: submitted,
+    then INSYNC). Batches do not depend on the new health checks' ids, so they are known
+    before any is created."""
+    placeholders = {hc.check.key: "" for hc in plan.hc_creates}
+    batches = len(split_batches(record_changes(plan, placeholders), max_rrs, max_chars))
+    return len(plan.hc_creates) + len(plan.hc_updates) + 2 * batches + len(plan.hc_deletes)
+
+
 def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
-               sleep: Sleep = time.sleep, wait_timeout: float = 600.0,
-               max_rrs: int = MAX_RRS, max_chars: int = MAX_CHARS) -> Result:
+               on_step: OnStep | None = None, sleep: Sleep = time.sleep,
+               wait_timeout: float = 600.0, max_rrs: int = MAX_RRS,
+               max_chars: int = MAX_CHARS) -> Result:
     res = Result()
     ids: dict[str, str] = {}
+    steps = _Tracker(count_steps(plan, max_rrs, max_chars), progress, on_step)
     total = len(plan.hc_creates)
     for i, hc in enumerate(plan.hc_creates, 1):
         ids[hc.check.key] = _create_health_check(client, plan, hc.check, hc.generation)
         res.created[hc.check.key] = ids[hc.check.key]
-        if i == total or i % 25 == 0:
-            progress(f"health checks created: {i}/{total}")
+        steps.advance(f"health checks created: {i}/{total}" if i == total or i % 25 == 0
+                      else "")
     for u in plan.hc_updates:
         kwargs: dict[str, Any] = {"HealthCheckId": u.id, "HealthCheckVersion": u.version,
                                   **u.changes}
@@ -119,8 +171,8 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
                                  "plan again") from e
             raise
         res.updated.append(u.id)
-    if plan.hc_updates:
-        progress(f"health checks updated: {len(plan.hc_updates)}")
+        steps.advance(f"health checks updated: {len(res.updated)}/{len(plan.hc_updates)}"
+                      if len(res.updated) == len(plan.hc_updates) else "")
 
     batches = split_batches(record_changes(plan, ids), max_rrs, max_chars)
     done = 0
@@ -141,23 +193,23 @@ def apply_plan(client: Any, plan: Plan, *, progress: Progress = lambda _: None,
         done += len(batch)
         res.batches += 1
         res.changes.append(got["ChangeInfo"]["Id"])
-        progress(f"record batch {n}/{len(batches)}: {len(batch)} change(s) submitted")
+        steps.advance(f"record batch {n}/{len(batches)}: {len(batch)} change(s) submitted")
 
     if res.changes:
-        wait_insync(client, res.changes, sleep=sleep, timeout=wait_timeout, progress=progress)
-    for d in plan.hc_deletes:
+        wait_insync(client, res.changes, sleep=sleep, timeout=wait_timeout,
+                    progress=steps.note, on_insync=lambda n: steps.advance(n=n))
+    for i, d in enumerate(plan.hc_deletes, 1):
         try:
             call(client, "delete_health_check", HealthCheckId=d.id)
+            res.deleted.append(d.id)
         except ClientError as e:
-            if error_code(e) == "NoSuchHealthCheck":
-                continue  # already gone: the goal is reached
             if error_code(e) == "HealthCheckInUse":
                 raise ApplyError(f"health check {d.id} is still used by a record: "
                                  "not deleted; plan again") from e
-            raise
-        res.deleted.append(d.id)
-    if plan.hc_deletes:
-        progress(f"health checks deleted: {len(res.deleted)}")
+            if error_code(e) != "NoSuchHealthCheck":  # already gone: the goal is reached
+                raise
+        steps.advance(f"health checks deleted: {len(res.deleted)}"
+                      if i == len(plan.hc_deletes) else "")
     return res
 
 
@@ -184,15 +236,20 @@ def _create_health_check(client: Any, plan: Plan, check: Any, generation: int) -
 
 def wait_insync(client: Any, change_ids: list[str], *, sleep: Sleep = time.sleep,
                 timeout: float = 600.0, progress: Progress = lambda _: None,
+                on_insync: Callable[[int], None] = lambda _: None,
                 clock: Callable[[], float] = time.monotonic) -> None:
-    """Poll GetChange until every change is INSYNC, backing off 2 s -> 15 s; bounded."""
+    """Poll GetChange until every change is INSYNC, backing off 2 s -> 15 s; bounded.
+    ``on_insync(n)``: n more changes (of change_ids, duplicates included) are INSYNC."""
     start = clock()
     pending = list(dict.fromkeys(change_ids))
+    counts = {c: change_ids.count(c) for c in pending}
     delay = 2.0
     while pending:
-        pending = [c for c in pending
-                   if call(client, "get_change", Id=c)["ChangeInfo"]["Status"]
-                   != "INSYNC"]
+        still = [c for c in pending
+                 if call(client, "get_change", Id=c)["ChangeInfo"]["Status"] != "INSYNC"]
+        if len(still) < len(pending):
+            on_insync(sum(counts[c] for c in pending if c not in still))
+        pending = still
         if not pending:
             break
         if clock() - start > timeout:

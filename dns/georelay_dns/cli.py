@@ -14,7 +14,17 @@ from typing import Any
 import click
 
 from georelay_dns.apply import ApplyError, apply_plan
-from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs, tree_of
+from georelay_dns.cli_common import (
+    StepDisplay,
+    aws,
+    echo_json,
+    fail,
+    output_option,
+    parse_weight,
+    read_inputs,
+    resolution,
+    tree_of,
+)
 from georelay_dns.cli_latency import latency_group
 from georelay_dns.cli_operator import evacuate_cmd, restore_cmd, weight_cmd
 from georelay_dns.cli_support import cli_group, inventory_option
@@ -24,7 +34,6 @@ from georelay_dns.operations import read_context
 from georelay_dns.operator_state import Evacuation, OperatorState, describe, summary
 from georelay_dns.plan import THRESHOLD_SHARE, Plan, make_plan, render
 from georelay_dns.route53 import find_zone, make_client
-from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.status import live_status, render_status
 from georelay_dns.tree import SELF_ZONE
 from georelay_model.latency import RegionError, check_region
@@ -51,17 +60,21 @@ def main() -> None:
     """Keep Route53 latency/weighted records and health checks true to the inventory."""
 
 
+def _plan_doc(plan: Plan) -> dict[str, Any]:
+    """The plan as plan --output json prints it (and apply's document starts with)."""
+    return {**plan.to_dict(), "checksum": plan.checksum, "counts": plan.counts(),
+            "owned": plan.owned, "over_threshold": plan.over_threshold(),
+            "warnings": plan.warnings}
+
+
 @main.command("plan")
 @inventory_option()
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@output_option
 def plan_cmd(inventory: str, output: str) -> None:
     """Show what apply would change. Exit 0: nothing to do, 2: changes pending."""
     _, _, plan = _plan(inventory)
     if output == "json":
-        click.echo(json.dumps({**plan.to_dict(), "checksum": plan.checksum,
-                               "counts": plan.counts(), "owned": plan.owned,
-                               "over_threshold": plan.over_threshold(),
-                               "warnings": plan.warnings}, indent=2, sort_keys=True))
+        echo_json(_plan_doc(plan))
     else:
         click.echo(render(plan))
     if plan.conflicts:
@@ -77,13 +90,18 @@ def plan_cmd(inventory: str, output: str) -> None:
               help=f"allow updating/deleting more than {THRESHOLD_SHARE:.0%} of what is owned")
 @click.option("--wait-timeout", type=float, default=600.0, show_default=True,
               help="seconds to wait for INSYNC before giving up")
+@output_option
 def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
-              wait_timeout: float) -> None:
-    """Apply the plan: health checks, records (leaves first), INSYNC, unused checks."""
+              wait_timeout: float, output: str) -> None:
+    """Apply the plan: health checks, records (leaves first), INSYNC, unused checks.
+    Progress on stderr: a bar on a terminal, else one line per step."""
     client, _, plan = _plan(inventory)
-    click.echo(render(plan))
+    as_json = output == "json"
+    if not as_json:
+        click.echo(render(plan))
     if plan.conflicts:
-        fail("refusing: records that georelay does not own are in the way (see CONFLICT)")
+        fail("refusing: records that georelay does not own are in the way" +
+             (f": {'; '.join(plan.conflicts)}" if as_json else " (see CONFLICT)"))
     if checksum and checksum != plan.checksum:
         fail(f"refusing: the plan changed since review ({checksum} != {plan.checksum}); "
              "run plan again")
@@ -94,12 +112,18 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
              f"{plan.owned} records and health checks georelay owns (more than "
              f"{THRESHOLD_SHARE:.0%}); check the inventory, then pass --force")
     if plan.empty:
+        if as_json:
+            echo_json({**_plan_doc(plan), "applied": False, "result": None})
         return
     try:
-        res = aws(lambda: apply_plan(client, plan, wait_timeout=wait_timeout,
-                                     progress=lambda m: click.echo(f"... {m}", err=True)))
+        with StepDisplay() as show:
+            res = aws(lambda: apply_plan(client, plan, wait_timeout=wait_timeout,
+                                         on_step=show))
     except ApplyError as e:
         fail(str(e))
+    if as_json:
+        echo_json({**_plan_doc(plan), "applied": True, "result": res.to_dict()})
+        return
     click.echo(f"applied: {len(res.created)} health check(s) created, {len(res.updated)} "
                f"updated, {res.batches} record batch(es), {len(res.deleted)} health "
                "check(s) deleted")
@@ -107,7 +131,7 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
 
 @main.command("status")
 @inventory_option()
-@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@output_option
 def status_cmd(inventory: str, output: str) -> None:
     """The live tree, each health check's status, and what users get now."""
     inputs = read_inputs(inventory)
@@ -136,9 +160,11 @@ def status_cmd(inventory: str, output: str) -> None:
               help="what if this proxy had weight N (repeatable)")
 @click.option("--live", is_flag=True, help="start from the operator state in Route53 "
               "(evacuations, weight overrides); needs AWS access")
+@output_option
 def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
                  down_regions: tuple[str, ...], services: tuple[str, ...],
-                 evacuate: tuple[str, ...], weights: tuple[str, ...], live: bool) -> None:
+                 evacuate: tuple[str, ...], weights: tuple[str, ...], live: bool,
+                 output: str) -> None:
     """Which proxies answer users near REGION: the inventory's tree (with --live, as the
     operator state in Route53 shapes it), before and after --evacuate/--weight."""
     inputs = read_inputs(inventory)
@@ -157,13 +183,11 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
                 fail(f"{flag} {name}: not {what} of the inventory "
                      f"({', '.join(sorted(known))})")
     base = OperatorState()
+    state_lines: list[str] = []
     if live:
         client = aws(make_client)
         base = aws(lambda: read_context(client, inputs).current.state)
-        lines = describe(base, {p.name: p.dns_weight for p in inputs.fleet.proxies})
-        click.echo("operator state in Route53:" + ("" if lines else " none"))
-        for line in lines:
-            click.echo(f"  {line}")
+        state_lines = describe(base, {p.name: p.dns_weight for p in inputs.fleet.proxies})
     after = base
     for region in evacuate:
         after = after.evacuate(region, Evacuation("simulated", "", ""))
@@ -175,25 +199,32 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
         trees.append(tree_of(inputs, SELF_ZONE, after))
     change = " ".join([*(f"--evacuate {r}" for r in evacuate),
                        *(f"--weight {w}" for w in weights)])
-    for svc in inputs.fleet.services:
-        if services and svc.hostname not in services:
-            continue
-        click.echo(f"{svc.hostname} for users near {origin}:")
-        for i, tree in enumerate(trees):
+    answers = [{"hostname": svc.hostname,
+                **{when: resolution(tree, svc.hostname, origin, down, down_regions)
+                   for when, tree in zip(("before", "after"), trees, strict=False)}}
+               for svc in inputs.fleet.services
+               if not services or svc.hostname in services]
+    if output == "json":
+        echo_json({"from": origin, "down": list(down), "down_regions": list(down_regions),
+                   "change": change or None,
+                   "operator_state": summary(base, trees[0].inventory_weights) if live
+                   else None,
+                   "services": [{"after": None, **a} for a in answers]})
+        return
+    if live:
+        click.echo("operator state in Route53:" + ("" if state_lines else " none"))
+        for line in state_lines:
+            click.echo(f"  {line}")
+    for a in answers:
+        click.echo(f"{a['hostname']} for users near {origin}:")
+        for when in ("before", "after")[:len(trees)]:
             indent = "  " if len(trees) == 1 else "    "
             if len(trees) > 1:
-                click.echo("  before:" if i == 0 else f"  after {change}:")
-            ev = Evaluator(tree.records, tree.zone_id,
-                           health_for(tree.records, down, down_regions), down_regions,
-                           tree.latency)
-            out = ev.resolve(svc.hostname, origin)
-            for a in out.answers:
-                click.echo(f"{indent}{a.target:<16} {a.region:<14} {a.value:<22} "
-                           f"{float(a.share):6.1%}")
-            notes = list(out.notes)
-            if tree.state and origin in tree.state.evacuated:
-                notes.insert(0, f"{origin} is evacuated: Route53 has no latency record for it")
-            for note in notes:
+                click.echo("  before:" if when == "before" else f"  after {change}:")
+            for ans in a[when]["answers"]:
+                click.echo(f"{indent}{ans['target']:<16} {ans['region']:<14} "
+                           f"{ans['value']:<22} {ans['share']:6.1%}")
+            for note in a[when]["notes"]:
                 click.echo(f"{indent}note: {note}")
 
 

@@ -2,7 +2,8 @@
 "Evacuating a region"). They read and write only Route53, never the proxies.
 
 Each prints the changes, who answers users near each region before and after, what it did
-and the exact command that undoes it. Exit 0: done or nothing to do; 1: refused or failed
+and the exact command that undoes it; with --output json, one document holding the same
+(stdout), progress and errors on stderr. Exit 0: done or nothing to do; 1: refused or failed
 (stderr names the problem and the fix).
 """
 
@@ -14,12 +15,21 @@ import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
 from georelay_dns import operations
-from georelay_dns.apply import ApplyError
-from georelay_dns.cli_common import aws, fail, parse_weight, read_inputs
+from georelay_dns.apply import ApplyError, Result
+from georelay_dns.cli_common import (
+    aws,
+    echo_json,
+    fail,
+    output_option,
+    parse_weight,
+    read_inputs,
+    resolution,
+)
 from georelay_dns.cli_support import UsageCommand, inventory_option
 from georelay_dns.inputs import Inputs
 from georelay_dns.operations import Change, Context, read_context
@@ -51,43 +61,72 @@ def _command(args: list[str], inventory: str) -> str:
 
 
 def _run(inventory: str, make: Callable[[Context], Change], *, dry_run: bool,
-         wait_timeout: float, confirm: str | None = None) -> None:
+         wait_timeout: float, output: str, confirm: str | None = None) -> None:
     inputs = read_inputs(inventory)
     client = aws(make_client)
     change: Change = aws(lambda: make(read_context(client, inputs)))
     plan = change.plan
-    click.echo(f"zone {plan.zone} ({plan.zone_id}), owner {plan.owner!r}")
-    if change.noop:
-        click.echo(change.done)
-        for note in change.notes:
-            click.echo(f"note: {note}")
-        return
-    click.echo("changes:" + (" (dry run: none made)" if dry_run else ""))
-    for line in change_lines(plan):
-        click.echo(line)
-    for warning in plan.warnings:
-        click.echo(f"warning: {warning}")
-    _effect(inputs, change)
-    for note in change.notes:
-        click.echo(f"note: {note}")
+    as_json = output == "json"
+    say: Callable[[str], None] = (lambda _: None) if as_json else click.echo
+    notes = list(change.notes)
     if change.pending:
-        click.echo(f"note: Route53 also differs from the inventory by {change.pending} "
-                   "change(s) that this command leaves alone: review them with "
-                   f"{_command(['plan'], inventory)}")
+        notes.append(f"Route53 also differs from the inventory by {change.pending} "
+                     "change(s) that this command leaves alone: review them with "
+                     f"{_command(['plan'], inventory)}")
     undo = _command(change.undo, inventory)
+    say(f"zone {plan.zone} ({plan.zone_id}), owner {plan.owner!r}")
+    if change.noop:
+        say(change.done)
+        for note in change.notes:
+            say(f"note: {note}")
+        if as_json:
+            echo_json(_doc(inputs, change, notes, None, dry_run=dry_run))
+        return
+    say("changes:" + (" (dry run: none made)" if dry_run else ""))
+    for line in change_lines(plan):
+        say(line)
+    for warning in plan.warnings:
+        say(f"warning: {warning}")
+    if not as_json:
+        _effect(inputs, change)
+    for note in notes:
+        say(f"note: {note}")
     if dry_run:
-        click.echo("dry run: nothing changed. Without --dry-run this would be: " + change.done)
-        click.echo(f"undo, once done: {undo}")
+        say("dry run: nothing changed. Without --dry-run this would be: " + change.done)
+        say(f"undo, once done: {undo}")
+        if as_json:
+            echo_json(_doc(inputs, change, notes, undo, dry_run=True))
         return
     if confirm and sys.stdin.isatty():
-        click.confirm(confirm, abort=True)
+        click.confirm(confirm, abort=True, err=as_json)
     try:
-        aws(lambda: operations.execute(client, change, wait_timeout=wait_timeout,
-                                       progress=lambda m: click.echo(f"... {m}", err=True)))
+        res = aws(lambda: operations.execute(client, change, wait_timeout=wait_timeout,
+                                             progress=lambda m: click.echo(f"... {m}",
+                                                                           err=True)))
     except ApplyError as e:
         fail(str(e))
-    click.echo(change.done)
-    click.echo(f"undo: {undo}")
+    say(change.done)
+    say(f"undo: {undo}")
+    if as_json:
+        echo_json(_doc(inputs, change, notes, undo, dry_run=False, result=res))
+
+
+def _doc(inputs: Inputs, change: Change, notes: list[str], undo: str | None, *,
+         dry_run: bool, result: Result | None = None) -> dict[str, Any]:
+    """--output json: what changed (or would), who answers before and after, the notes and
+    the command that undoes it (None when nothing changes)."""
+    plan = change.plan
+    who = [] if change.noop else [
+        {"service": svc.hostname, "near": region.name,
+         **{when: resolution(tree, svc.hostname, region.name)
+            for when, tree in (("before", change.before), ("after", change.after))}}
+        for svc in inputs.fleet.services for region in inputs.fleet.regions]
+    return {"zone": plan.zone, "zone_id": plan.zone_id, "owner": plan.owner,
+            "noop": change.noop, "dry_run": dry_run, "applied": result is not None,
+            "done": change.done, "changes": [] if change.noop else plan.to_dict()["records"],
+            "warnings": list(plan.warnings), "notes": notes, "pending": change.pending,
+            "who_answers": who, "undo": None if change.noop else undo,
+            "result": result.to_dict() if result is not None else None}
 
 
 def _effect(inputs: Inputs, change: Change) -> None:
@@ -106,14 +145,15 @@ def _effect(inputs: Inputs, change: Change) -> None:
 @click.option("--force", is_flag=True, help="allow evacuating the last region still serving")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation on a terminal")
 @wait_option
+@output_option
 def evacuate_cmd(region: str, reason: str, inventory: str, dry_run: bool, force: bool,
-                 yes: bool, wait_timeout: float) -> None:
+                 yes: bool, wait_timeout: float, output: str) -> None:
     """Stop Route53 answering with REGION: its users go to the next closest region, even
     while its proxies look healthy. Touches only Route53; apply keeps it."""
     by, at = _who(), _now()
     _run(inventory, lambda ctx: operations.evacuate(ctx, region, reason, by=by, at=at,
                                                     force=force),
-         dry_run=dry_run, wait_timeout=wait_timeout,
+         dry_run=dry_run, wait_timeout=wait_timeout, output=output,
          confirm=None if yes else f"Evacuate {region}?")
 
 
@@ -122,10 +162,12 @@ def evacuate_cmd(region: str, reason: str, inventory: str, dry_run: bool, force:
 @inventory_option()
 @dry_run_option
 @wait_option
-def restore_cmd(region: str, inventory: str, dry_run: bool, wait_timeout: float) -> None:
+@output_option
+def restore_cmd(region: str, inventory: str, dry_run: bool, wait_timeout: float,
+                output: str) -> None:
     """Undo evacuate: re-create REGION's latency records (its health checks decide again)."""
     _run(inventory, lambda ctx: operations.restore(ctx, region), dry_run=dry_run,
-         wait_timeout=wait_timeout)
+         wait_timeout=wait_timeout, output=output)
 
 
 @click.command("weight", cls=UsageCommand)
@@ -135,8 +177,9 @@ def restore_cmd(region: str, inventory: str, dry_run: bool, wait_timeout: float)
 @click.option("--reset", is_flag=True, help="back to the inventory's dns_weight")
 @dry_run_option
 @wait_option
+@output_option
 def weight_cmd(host: str, n: str | None, inventory: str, reset: bool, dry_run: bool,
-               wait_timeout: float) -> None:
+               wait_timeout: float, output: str) -> None:
     """Set proxy HOST's weight to N (0-255) in Route53, or --reset it to the inventory's
     dns_weight. Shares traffic within HOST's region; apply keeps it."""
     if reset and n is not None:
@@ -147,4 +190,4 @@ def weight_cmd(host: str, n: str | None, inventory: str, reset: bool, dry_run: b
              f"or georelay-dns weight {host} --reset -i ...")
     weight = None if n is None else parse_weight(n, "N")
     _run(inventory, lambda ctx: operations.set_weight(ctx, host, weight), dry_run=dry_run,
-         wait_timeout=wait_timeout)
+         wait_timeout=wait_timeout, output=output)

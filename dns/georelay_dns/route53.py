@@ -100,7 +100,8 @@ def make_client() -> Any:
     A new session each time, so the environment and config file of the moment count.
     """
     core = botocore.session.get_session()
-    cfg = Config(retries=retry_config(core) or None, connect_timeout=10, read_timeout=60,
+    retries: Any = retry_config(core) or None  # botocore's keys, checked by Config
+    cfg = Config(retries=retries, connect_timeout=10, read_timeout=60,
                  user_agent_extra="georelay-dns")
     return boto3.session.Session(botocore_session=core).client("route53", config=cfg)
 

@@ -1,11 +1,14 @@
 """Command-line hygiene of georelay-dns (and of cli_support, which every georelay click CLI
 uses): --version, -h, usage errors exit 64 (never 2, "changes pending"), -i falls back to
-ANSIBLE_INVENTORY. The installed console script runs, as users run it."""
+ANSIBLE_INVENTORY; --output json, apply's progress (plain lines, or a bar on a terminal),
+shell completion. The installed console script runs, as users run it."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from georelay_dns.cli_support import EX_USAGE, cli_group, inventory_option
+from georelay_testing.dns_drive import cli_streams
 from georelay_testing.dns_zone import Zone, fleet, write_inventory
 
 CLI = Path(sys.executable).with_name("georelay-dns")
@@ -144,3 +148,123 @@ def test_a_distribution_that_is_not_installed_is_named() -> None:
     res = CliRunner().invoke(ghost, ["--version"])
     assert res.exit_code == 1
     assert "'georelay-no-such-distribution' is not installed" in res.output
+
+
+# ---- --output json, progress, shell completion ----
+
+STEP = re.compile(r"^\.\.\. \[(\d+)/(\d+)\] (.+)$")
+
+
+def test_apply_output_json_and_plain_progress_lines(zone: Zone, inventory: Path) -> None:
+    """Not on a terminal (CI, cron, Ansible): one plain line per step on stderr, counted
+    against a total known from the start; stdout holds the one JSON document."""
+    code, out, err = cli_streams("apply", "-i", str(inventory), "--yes", "--output", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    checks = {h["Id"] for h in zone.health_checks()}
+    assert doc["applied"] is True and doc["checksum"].startswith("sha256:")
+    assert set(doc["result"]) == {"healthchecks_created", "healthchecks_updated",
+                                  "record_batches", "change_ids", "healthchecks_deleted"}
+    assert set(doc["result"]["healthchecks_created"].values()) == checks
+    assert len(checks) == len(doc["healthcheck_creates"]) == doc["counts"]["healthcheck_create"]
+    assert doc["result"]["record_batches"] == 1 and len(doc["result"]["change_ids"]) == 1
+    steps = [STEP.match(line) for line in err.splitlines()]
+    assert steps and all(steps), err
+    done = [int(m.group(1)) for m in steps if m]
+    totals = {int(m.group(2)) for m in steps if m}
+    assert totals == {len(checks) + 2}  # each check, the batch submitted, the batch INSYNC
+    assert done == sorted(done) and done[-1] == len(checks) + 2
+    messages = [m.group(3) for m in steps if m]
+    assert f"health checks created: {len(checks)}/{len(checks)}" in messages
+    assert "record batch 1/1: " in "\n".join(messages) and messages[-1] == "all changes INSYNC"
+
+    code, out, err = cli_streams("apply", "-i", str(inventory), "--yes", "--output", "json")
+    assert code == 0 and err == ""
+    again = json.loads(out)
+    assert again["applied"] is False and again["result"] is None
+    assert again["records"] == [] and sum(again["counts"].values()) == 0
+
+
+def test_apply_output_json_refusal_is_stderr_only(zone: Zone, inventory: Path) -> None:
+    code, out, err = cli_streams("apply", "-i", str(inventory), "--output", "json")
+    assert code == 1 and out == ""
+    assert "refusing without --yes or --checksum" in err
+    assert zone.health_checks() == []
+
+
+def test_apply_shows_a_progress_bar_on_a_terminal(zone: Zone, inventory: Path) -> None:
+    """stderr is a real pseudo-terminal here, as in an operator's shell."""
+    parent, child = os.openpty()
+    base = {k: v for k, v in os.environ.items() if k != "ANSIBLE_INVENTORY"}
+    proc = subprocess.Popen([str(CLI), "apply", "-i", str(inventory), "--yes"],
+                            stdout=subprocess.PIPE, stderr=child, text=True,
+                            env={**base, "COLUMNS": "120"})
+    os.close(child)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the terminal's last writer is gone
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(parent)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, screen
+    text = screen.decode(errors="replace")
+    assert "applying" in text and "\r" in text  # one line redrawn in place
+    assert "all changes INSYNC" in text and "... [" not in text
+    total = len(zone.health_checks()) + 2
+    assert f"{total}/{total}" in text
+    assert "applied: " in out
+
+
+def test_simulate_output_json(inventory: Path) -> None:
+    res = run("simulate", "-i", str(inventory), "--from", "eu-west-1", "--output", "json",
+              "--evacuate", "eu-west-1", "--service", "fast.example.com")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert set(doc) == {"from", "down", "down_regions", "change", "operator_state",
+                        "services"}
+    assert doc["from"] == "eu-west-1" and doc["change"] == "--evacuate eu-west-1"
+    assert doc["operator_state"] is None  # not --live
+    [svc] = doc["services"]
+    assert svc["hostname"] == "fast.example.com"
+    before, after = svc["before"]["answers"], svc["after"]["answers"]
+    assert {a["region"] for a in before} == {"eu-west-1"}
+    assert {a["region"] for a in after} == {"us-east-1"}
+    assert sum(a["share"] for a in before) == pytest.approx(1.0)
+    assert svc["after"]["notes"][0] == ("eu-west-1 is evacuated: Route53 has no latency "
+                                        "record for it")
+    plain = json.loads(run("simulate", "-i", str(inventory), "--from", "eu-west-1",
+                           "--output", "json", "--down", "eu-west-1-p0").stdout)
+    assert [s["after"] for s in plain["services"]] == [None, None]
+    assert plain["down"] == ["eu-west-1-p0"]
+    assert {a["target"] for s in plain["services"] for a in s["before"]["answers"]} == {
+        "eu-west-1-p1"}
+
+
+@pytest.mark.parametrize(("shell", "words"), [
+    ("bash", "complete -o nosort -F _georelay_dns_completion georelay-dns"),
+    ("zsh", "#compdef georelay-dns"),
+    ("fish", "complete --no-files --command georelay-dns"),
+])
+def test_shell_completion_script(shell: str, words: str) -> None:
+    res = run(env={"_GEORELAY_DNS_COMPLETE": f"{shell}_source"})
+    assert res.returncode == 0, res.stderr
+    assert words in res.stdout and "_GEORELAY_DNS_COMPLETE" in res.stdout
+
+
+@pytest.mark.parametrize(("words", "cword", "expect"), [
+    ("georelay-dns ev", 1, {"evacuate"}),
+    ("georelay-dns plan --output ", 3, {"text", "json"}),
+    ("georelay-dns weight --", 2, {"--inventory", "--reset", "--dry-run", "--output"}),
+])
+def test_shell_completion_answers(words: str, cword: int, expect: set[str]) -> None:
+    """What bash asks at each TAB; -i's ANSIBLE_INVENTORY fallback stays out of the way."""
+    res = run(env={"_GEORELAY_DNS_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                   "COMP_CWORD": str(cword), "ANSIBLE_INVENTORY": "a,b"})
+    assert res.returncode == 0, res.stderr
+    got = {line.split(",", 1)[1] for line in res.stdout.splitlines()}
+    assert expect <= got

@@ -285,6 +285,64 @@ def test_a_damaged_state_record_stops_plan_and_commands(zone: Zone, inv: Path) -
     assert zone.snapshot() == before
 
 
+def _json(*args: str) -> dict[str, Any]:
+    """A command's --output json: exit 0, one document on stdout; progress on stderr only."""
+    code, out, err = cli_streams(*args, "--output", "json")
+    assert code == 0, out + err
+    assert all(line.startswith("... ") for line in err.splitlines()), err
+    return dict(json.loads(out))
+
+
+def _near(doc: dict[str, Any], region: str, when: str) -> set[str]:
+    return {a["region"] for w in doc["who_answers"] if w["near"] == region
+            for a in w[when]["answers"]}
+
+
+KEYS = {"zone", "zone_id", "owner", "noop", "dry_run", "applied", "done", "changes",
+        "warnings", "notes", "pending", "who_answers", "undo", "result"}
+
+
+def test_operator_commands_output_json(zone: Zone, inv: Path) -> None:
+    doc = _json("evacuate", "us-east-1", "--reason", "INC-7", "-i", str(inv))
+    assert set(doc) == KEYS and doc["zone_id"] == zone.id
+    assert doc["applied"] is True and doc["dry_run"] is False and doc["noop"] is False
+    assert doc["undo"] == f"georelay-dns restore us-east-1 -i {inv}"
+    assert doc["result"]["record_batches"] == 1 and doc["result"]["change_ids"]
+    changed = {(c["action"], c["name"], c.get("region")) for c in doc["changes"]}
+    assert {("DELETE", h.rstrip("."), "us-east-1") for h in HOSTNAMES} <= changed
+    assert ("CREATE", STATE.rstrip("."), "") in changed
+    assert _near(doc, "us-east-1", "before") == {"us-east-1"}
+    assert _near(doc, "us-east-1", "after") == {"us-east-2"}
+    assert _near(doc, "eu-west-1", "before") == _near(doc, "eu-west-1", "after") == {
+        "eu-west-1"}
+    assert {w["service"] for w in doc["who_answers"]} == {h.rstrip(".") for h in HOSTNAMES}
+    assert "evacuated" in doc["done"] and _state(zone)["evacuated"]["us-east-1"]
+
+    again = _json("evacuate", "us-east-1", "--reason", "INC-8", "-i", str(inv))
+    assert again["noop"] is True and again["applied"] is False and again["undo"] is None
+    assert again["changes"] == [] and again["who_answers"] == []
+    assert any("kept the first reason" in n for n in again["notes"])
+
+    before = zone.snapshot()
+    dry = _json("restore", "us-east-1", "-i", str(inv), "--dry-run")
+    assert dry["dry_run"] is True and dry["applied"] is False and dry["result"] is None
+    assert dry["undo"] == f"georelay-dns evacuate us-east-1 --reason INC-7 -i {inv}"
+    assert _near(dry, "us-east-1", "after") == {"us-east-1"}
+    assert zone.snapshot() == before
+
+    w = _json("weight", "us-east-2-p0", "0", "-i", str(inv))
+    assert w["applied"] is True
+    assert w["undo"] == f"georelay-dns weight us-east-2-p0 --reset -i {inv}"
+    assert {(c["action"], c.get("weight")) for c in w["changes"]
+            if c["name"] != STATE.rstrip(".")} == {("UPSERT", 0)}
+    shares = {a["target"]: a["share"] for x in w["who_answers"] if x["near"] == "us-east-2"
+              for a in x["after"]["answers"]}
+    assert shares == {"us-east-2-p1": 1.0}  # us-east-2-p0 is standby now
+
+    code, out, err = cli_streams("weight", "us-east-2-p0", "-i", str(inv), "--output", "json")
+    assert code == 1 and out == "" and "N is missing" in err
+
+
 def test_simulate_shows_before_and_after_without_aws(tmp_path: Path) -> None:
     inv = write_inventory(tmp_path / "inv", fleet({"us-east-1": 2, "us-east-2": 2,
                                                    "eu-west-1": 2}))

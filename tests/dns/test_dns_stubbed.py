@@ -20,7 +20,15 @@ from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
 from georelay_dns import operations
-from georelay_dns.apply import ApplyError, apply_plan, change_size, split_batches, wait_insync
+from georelay_dns.apply import (
+    ApplyError,
+    Step,
+    apply_plan,
+    change_size,
+    count_steps,
+    split_batches,
+    wait_insync,
+)
 from georelay_dns.inputs import load_inputs
 from georelay_dns.operator_state import OperatorState
 from georelay_dns.plan import Plan, RecordChange, make_plan
@@ -95,6 +103,34 @@ def test_invalid_change_batch_stops_before_deleting_health_checks(one_proxy_tree
         with pytest.raises(ApplyError, match=r"refused record batch 1/1.*not permitted"):
             apply_plan(client, plan, sleep=lambda _: None)
         stub.assert_no_pending_responses()  # and no DeleteHealthCheck was sent
+
+
+def test_steps_count_every_unit_of_work_and_reach_the_total(one_proxy_tree: Tree,
+                                                            client: Any) -> None:
+    """A health check already deleted (NoSuchHealthCheck) and a change PENDING on the first
+    poll still count, so a progress bar ends full."""
+    old = LiveHealthCheck("hc-old", "grl:georelay:000000000000:00000000:0", 1,
+                          {"Type": "HTTPS", "IPAddress": "192.0.2.1", "Port": 443})
+    plan = _plan(one_proxy_tree, [old])
+    assert count_steps(plan) == 1 + 2 + 1  # create, batch + INSYNC, delete
+    steps: list[Step] = []
+    lines: list[str] = []
+    with Stubber(client) as stub:
+        stub.add_response("create_health_check", {"HealthCheck": HC, "Location": "l"})
+        stub.add_response("change_tags_for_resource", {})
+        stub.add_response("change_resource_record_sets", CHANGE)
+        stub.add_response("get_change", CHANGE)
+        stub.add_response("get_change", INSYNC)
+        stub.add_client_error("delete_health_check", "NoSuchHealthCheck", http_status_code=404)
+        apply_plan(client, plan, sleep=lambda _: None, progress=lines.append,
+                   on_step=steps.append)
+        stub.assert_no_pending_responses()
+    assert {s.total for s in steps} == {4}
+    assert [s.done for s in steps] == [1, 2, 2, 3, 3, 4]
+    assert lines == [s.message for s in steps if s.message] == [
+        "health checks created: 1/1", "record batch 1/1: 2 change(s) submitted",
+        "waiting for 1 change(s) to be INSYNC", "all changes INSYNC",
+        "health checks deleted: 0"]
 
 
 def test_an_error_reaching_georelay_is_not_retried_again(one_proxy_tree: Tree,
