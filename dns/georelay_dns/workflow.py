@@ -135,13 +135,6 @@ def summary(plan: Plan) -> dict[str, Any]:
             "operator_state": plan.operator_state}
 
 
-def applied(res: Result) -> dict[str, Any]:
-    """What apply did, as data (the keys of georelay-dns apply --output json)."""
-    return {"healthchecks_created": dict(res.created),
-            "healthchecks_updated": list(res.updated), "record_batches": res.batches,
-            "change_ids": list(res.changes), "healthchecks_deleted": list(res.deleted)}
-
-
 def applied_line(res: Result) -> str:
     return (f"applied: {len(res.created)} health check(s) created, {len(res.updated)} "
             f"updated, {res.batches} record batch(es), {len(res.deleted)} health "

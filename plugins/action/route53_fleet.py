@@ -106,7 +106,7 @@ class ActionModule(ActionBase):
         except workflow.DnsError as exc:
             result.update(failed=True, msg=str(exc))
             return result
-        result.update(applied=workflow.applied(res),
+        result.update(applied=res.to_dict(),
                       msg=f"{workflow.applied_line(res)} ({plan.checksum})")
         return result
 
