@@ -154,5 +154,6 @@ def inventory_option(*, required: bool = True,
     (the default) a usage error (exit 64) naming both when neither is given. The value
     reaches the command as its ``inventory`` argument."""
     return click.option(*names, "inventory", default=None, metavar="PATH",
+                        type=click.Path(),  # the shell completes file names after -i
                         callback=_inventory_callback(required),
                         help=f"{help_text} [default: ${INVENTORY_ENV}]")

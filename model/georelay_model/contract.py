@@ -116,10 +116,8 @@ VARS: tuple[Var, ...] = (
         "string the health response body must contain (HTTPS_STR_MATCH)"),
     Var("georelay_dns_direct_targets", "all", None,
         "direct mode: {region: {hostname: {domain_name, hosted_zone_id}}}"),
-    Var("georelay_dns_cli", "all", "<venv>/bin/georelay-dns",
-        "playbooks/dns.yml: the georelay-dns executable on the control node"),
     Var("georelay_dns_force", "all", False,
-        "playbooks/dns.yml: pass --force (apply past the 30% update/delete threshold)"),
+        "playbooks/dns.yml: force: true to route53_fleet (apply past the 30% threshold)"),
 )
 
 # Tunables of roles/haproxy (defaults in its defaults/main.yml, types in its
@@ -145,6 +143,10 @@ KNOWN: frozenset[str] = frozenset(v.name for v in VARS) | frozenset(ROLE_TUNABLE
 # Variables earlier releases read, with what replaces them: setting one is an error whose
 # fix says what to do instead.
 RETIRED: dict[str, str] = {
+    "georelay_dns_cli": (
+        "remove it: since 0.3.0 playbooks/dns.yml applies through the collection's module "
+        "georelay.relay.route53_fleet, in the Python that runs Ansible, not a georelay-dns "
+        "executable"),
     "georelay_agent_pip_extra_args": (
         "remove it: since 0.2.0 the agent installs from its wheel with hash-pinned "
         "dependencies; for hosts that cannot reach PyPI set georelay_agent_wheelhouse (a "

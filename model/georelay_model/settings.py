@@ -21,12 +21,12 @@ from georelay_model.fleet import DirectTarget, DnsSettings, HealthSettings, Serv
 from georelay_model.latency import Latency, read_latency
 from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
 
-# Fleet-wide variables of the inventory (georelay_dns_cli and _force are playbook options).
+# Fleet-wide variables of the inventory (georelay_dns_force is a playbook option).
 FLEET_WIDE: tuple[str, ...] = (
     "georelay_zone", "georelay_services", "georelay_tls_pem", "georelay_backend_ca",
     "georelay_region_latency", "georelay_region_latency_source",
     *(v.name for v in VARS if v.name.startswith("georelay_dns_")
-      and v.name not in ("georelay_dns_cli", "georelay_dns_force")))
+      and v.name != "georelay_dns_force"))
 DNS_MODES = ("proxy", "direct")
 # Regions Route53 health checkers run from (HealthCheckConfig.Regions).
 CHECKER_REGIONS = ("us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-southeast-1",
