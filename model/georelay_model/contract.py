@@ -22,7 +22,8 @@ class Var:
 
 VARS: tuple[Var, ...] = (
     Var("georelay_zone", "all", None, "Route53 hosted zone name, e.g. example.com"),
-    Var("georelay_services", "all", None, "list of {hostname, apigw_domain, health_path}"),
+    Var("georelay_services", "all", None,
+        "list of {hostname, apigw_domain, health_path, onebox_domain, onebox_percent}"),
     Var("georelay_tls_pem", "all", None, "control-node path to the PEM (chain + key)"),
     Var("georelay_backend_ca", "all", None,
         "control-node CA bundle to verify gateways (default: the host's system store)"),
@@ -31,6 +32,14 @@ VARS: tuple[Var, ...] = (
         "(georelay-dns latency import writes it)"),
     Var("georelay_region_latency_source", "all", "",
         "where georelay_region_latency's numbers come from (shown beside orders)"),
+    Var("georelay_onebox_cookie", "all", "georelay_partition",
+        "cookie that keeps a user's one-box bucket (0-99)"),
+    Var("georelay_onebox_cookie_max_age", "all", 86400 * 30,
+        "Max-Age of that cookie in seconds"),
+    Var("georelay_onebox_cookie_samesite", "all", "Lax", "SameSite of that cookie: Lax, "
+        "Strict or None"),
+    Var("georelay_onebox_hash", "all", ["src", "user-agent"],
+        "what buckets a user without a valid cookie: src, user-agent, header:NAME"),
     Var("aws_region", "region", None, "AWS region of the group, e.g. us-east-1"),
     Var("georelay_apigw_address", "region", None, "ip:port (or host:port) of the gateway"),
     Var("georelay_backup_regions", "region", None,
@@ -40,6 +49,8 @@ VARS: tuple[Var, ...] = (
         "without georelay_backup_regions: how many of the nearest other regions back up"),
     Var("georelay_bridging_keeps_in_dns", "region", False,
         "keep a proxy in DNS (/healthz 200) while it bridges through a backup region"),
+    Var("georelay_onebox_enabled", "region", True,
+        "false: this region's proxies send every user to the regular gateway"),
     Var("public_ip", "host", None, "address Route53 hands out for this proxy"),
     Var("public_dns", "host", None, "DNS name Route53 hands out (CNAME) instead of an IP"),
     Var("dns_weight", "host", 1, "weight within the region, 0-255"),
@@ -158,5 +169,6 @@ RETIRED: dict[str, str] = {
         "remove it: since 0.2.0 the agent's wheel is built from the collection's agent/"),
 }
 
-SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path"})
+SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path",
+                                          "onebox_domain", "onebox_percent"})
 

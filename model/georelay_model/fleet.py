@@ -20,13 +20,29 @@ class Service:
     hostname: str  # public name, e.g. fast.example.com
     apigw_domain_pattern: str  # e.g. {region}-fast.example.com
     health_path: str | None = None  # a path on the API that answers 200
+    # The one-box (canary) custom domain per region, e.g. {region}-onebox-fast.example.com;
+    # None: the service has no one-box.
+    onebox_domain_pattern: str | None = None
+    # Share of users (0-100) sent to the one-box when no rollout holds another value.
+    onebox_percent: int = 0
 
     def apigw_domain(self, region: str) -> str:
         return self.apigw_domain_pattern.replace("{region}", region)
 
+    def onebox_domain(self, region: str) -> str | None:
+        """The one-box custom domain of ``region`` (None: no one-box pattern). Pure: the
+        per-region switch (georelay_onebox_enabled) is applied by Fleet.onebox_domain."""
+        if self.onebox_domain_pattern is None:
+            return None
+        return self.onebox_domain_pattern.replace("{region}", region)
+
     @property
     def backend_name(self) -> str:
         return "be_" + self.hostname.replace(".", "_").replace("-", "_")
+
+    @property
+    def onebox_backend_name(self) -> str:
+        return self.backend_name + "_onebox"
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,8 @@ class Region:
     backup_limit: int = 3  # how many of the nearest when backup_regions is None
     # Keep this region's proxies in DNS while they bridge through a backup region.
     bridging_keeps_in_dns: bool = False
+    # georelay_onebox_enabled: false sends every user of this region to the regular gateway.
+    onebox_enabled: bool = True
 
     def gateway(self, service: Service) -> Endpoint:
         return self.apigw_address or Endpoint(service.apigw_domain(self.name), 443)
@@ -132,6 +150,19 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class OneboxSettings:
+    """How the proxies split users between a service's one-box and regular gateways
+    (georelay_onebox_*, fleet-wide; README "One-box canary")."""
+
+    cookie: str = default_str("georelay_onebox_cookie")  # holds the user's bucket 0-99
+    max_age: int = default_int("georelay_onebox_cookie_max_age")  # seconds
+    samesite: str = default_str("georelay_onebox_cookie_samesite")  # Lax, Strict or None
+    # What buckets a user without a valid cookie: "src" (client address), "user-agent"
+    # (the full header) and "header:NAME" (any request header, in full).
+    hash: tuple[str, ...] = ("src", "user-agent")
+
+
+@dataclass(frozen=True)
 class Fleet:
     zone: str
     services: tuple[Service, ...]
@@ -141,6 +172,7 @@ class Fleet:
     dns: DnsSettings = field(default_factory=DnsSettings)  # Route53 (and the /healthz path)
     # Round trips between regions: georelay_region_latency, else the shipped measurements
     latency: Latency = field(default_factory=Latency, compare=False)
+    onebox: OneboxSettings = field(default_factory=OneboxSettings)
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property
@@ -152,6 +184,13 @@ class Fleet:
             if r.name == name:
                 return r
         raise KeyError(name)
+
+    def onebox_domain(self, service: Service, region: str) -> str | None:
+        """The one-box domain ``service`` has in ``region``: None when the service has no
+        one-box or the region switched it off (georelay_onebox_enabled: false)."""
+        if not self.region(region).onebox_enabled:
+            return None
+        return service.onebox_domain(region)
 
     def backups_of(self, name: str) -> tuple[Region, ...]:
         """The regions a proxy of region ``name`` falls back to, most preferred first."""

@@ -25,7 +25,7 @@ from georelay_model.settings import check_regional_names, read_settings
 SERVICE_MANAGERS = ("systemd", "process")
 # Set per region group: every proxy of a region must agree.
 REGION_VARS = ("georelay_backup_regions", "georelay_backup_limit",
-               "georelay_bridging_keeps_in_dns")
+               "georelay_bridging_keeps_in_dns", "georelay_onebox_enabled")
 
 def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
                         rendered: bool = False) -> Fleet:
@@ -80,7 +80,9 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
                backup_regions=_backup_regions(r, name, region_vars[name], names),
                backup_limit=_backup_limit(r, name, region_vars[name]),
                bridging_keeps_in_dns=_boolean(r, region_vars[name],
-                                              "georelay_bridging_keeps_in_dns"))
+                                              "georelay_bridging_keeps_in_dns"),
+               onebox_enabled=_boolean(r, region_vars[name], "georelay_onebox_enabled",
+                                       default=True))
         for name, ps in sorted(by_region.items()))
     _check_fleet(r, services, regions)
     check_regional_names(r, settings.dns, settings.zone, services, names)
@@ -88,7 +90,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
         raise InventoryError(r.problems)
     return Fleet(zone=settings.zone, services=services, regions=regions,
                  tls_pem=settings.tls_pem, backend_ca=settings.backend_ca, dns=settings.dns,
-                 latency=settings.latency)
+                 latency=settings.latency, onebox=settings.onebox)
 
 
 def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object]],
@@ -123,16 +125,17 @@ def _backup_limit(r: Reader, region: str, seen: Mapping[str, tuple[str, object]]
                      "or list them in georelay_backup_regions")
 
 
-def _boolean(r: Reader, seen: Mapping[str, tuple[str, object]], field: str) -> bool:
+def _boolean(r: Reader, seen: Mapping[str, tuple[str, object]], field: str, *,
+             default: bool = False) -> bool:
     host, raw = seen.get(field, ("all", None))
     if raw is None or raw == "":
-        return False
+        return default
     if isinstance(raw, bool):
         return raw
     if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "false", "no"):
         return raw.strip().lower() in ("true", "yes")
     r.problem(host, field, f"{raw!r} is not true or false", f"write {field}: true or false")
-    return False
+    return default
 
 
 def _check_names(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> None:
@@ -285,3 +288,12 @@ def _check_fleet(r: Reader, services: tuple[Service, ...], regions: tuple[Region
                           f"{domains[domain]} both map to {domain} in {region.name}",
                           "give each service its own apigw_domain pattern")
             domains[domain] = service.hostname
+        for service in services:  # every one-box domain is a custom domain of its own
+            onebox = service.onebox_domain(region.name)
+            if onebox is not None and onebox in domains:
+                r.problem("all", "onebox_domain", f"{service.hostname}'s one-box domain "
+                          f"{onebox} is also {domains[onebox]}'s gateway in {region.name}",
+                          "give the one-box its own custom domain, e.g. "
+                          "'{region}-onebox-fast.example.com'")
+            elif onebox is not None:
+                domains[onebox] = service.hostname + " (one-box)"

@@ -1,7 +1,8 @@
 """The fleet-wide settings: the one reader of the variables set once for the whole fleet.
 
 ``georelay_zone``, ``georelay_services``, ``georelay_tls_pem``, ``georelay_backend_ca``,
-``georelay_region_latency`` (checked by latency.py) and every ``georelay_dns_*`` variable:
+``georelay_region_latency`` (checked by latency.py), the one-box cookie and hashing
+(``georelay_onebox_*`` but the per-region switch) and every ``georelay_dns_*`` variable:
 each must have the same value on every proxy (set it in ``group_vars/all``). They are read
 here once, validated, with the contract's defaults (contract.py), for the role (load.py
 builds the fleet with them) and for georelay-dns alike.
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from georelay_model.contract import SERVICE_KEYS, VARS
-from georelay_model.fleet import DirectTarget, DnsSettings, HealthSettings, Service
+from georelay_model.fleet import DirectTarget, DnsSettings, HealthSettings, OneboxSettings, Service
 from georelay_model.latency import Latency, read_latency
 from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
 
@@ -25,6 +26,8 @@ from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
 FLEET_WIDE: tuple[str, ...] = (
     "georelay_zone", "georelay_services", "georelay_tls_pem", "georelay_backend_ca",
     "georelay_region_latency", "georelay_region_latency_source",
+    "georelay_onebox_cookie", "georelay_onebox_cookie_max_age",
+    "georelay_onebox_cookie_samesite", "georelay_onebox_hash",
     *(v.name for v in VARS if v.name.startswith("georelay_dns_")
       and v.name != "georelay_dns_force"))
 DNS_MODES = ("proxy", "direct")
@@ -34,6 +37,10 @@ CHECKER_REGIONS = ("us-east-1", "us-west-1", "us-west-2", "eu-west-1", "ap-south
 OWNER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
 ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{1,31}$")
 PLACEHOLDERS = {"{region}", "{label}", "{parent}", "{hostname}"}
+COOKIE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+SAMESITE = ("Lax", "Strict", "None")
+MAX_COOKIE_AGE = 400 * 86400  # what browsers keep at most (RFC 6265bis)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class FleetSettings:
     backend_ca: str | None
     dns: DnsSettings
     latency: Latency
+    onebox: OneboxSettings
 
 
 def read_settings(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> FleetSettings:
@@ -57,7 +65,8 @@ def read_settings(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> Fleet
                        required=False)
     return FleetSettings(zone, services, tls_pem, backend_ca, _dns(r, raw, services),
                          read_latency(r, raw.get("georelay_region_latency"),
-                                      raw.get("georelay_region_latency_source")))
+                                      raw.get("georelay_region_latency_source")),
+                         _onebox(r, raw))
 
 
 def _agreed(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -116,9 +125,88 @@ def read_services(r: Reader, raw: object, zone: str) -> tuple[Service, ...]:
             r.problem(at, "health_path", f"{health!r} is not an absolute URL path",
                       "start it with / and leave out spaces and quotes, e.g. /ping")
             health = None
+        onebox = _onebox_pattern(r, at, item.get("onebox_domain"), hostname, pattern)
+        percent = r.integer(at, "onebox_percent", item.get("onebox_percent"), 0, 0, 100,
+                            "give the share of users in the one-box as a whole number "
+                            "from 0 to 100, e.g. onebox_percent: 5")
+        if item.get("onebox_percent") is not None and item.get("onebox_domain") is None:
+            r.problem(at, "onebox_percent", "is set but the service has no onebox_domain",
+                      "add onebox_domain: '{region}-onebox-...' or remove onebox_percent")
         if hostname and pattern:
-            services.append(Service(hostname, pattern, health))
+            services.append(Service(hostname, pattern, health, onebox, percent))
     return tuple(services)
+
+
+def _onebox_pattern(r: Reader, at: str, raw: object, hostname: str,
+                    apigw: str | None) -> str | None:
+    """onebox_domain: a pattern like apigw_domain's, naming another custom domain."""
+    field = "onebox_domain"
+    pattern = r.string(at, field, raw, required=False)
+    if pattern is None:
+        return None
+    pattern = pattern.lower().rstrip(".")
+    others = set(re.findall(r"\{[^}]*\}", pattern)) - {"{region}"}
+    sample = pattern.replace("{region}", "us-east-1")
+    if "{region}" not in pattern:
+        r.problem(at, field, f"{pattern!r} has no {{region}}", "the one-box is a custom "
+                  "domain per region: write e.g. '{region}-onebox-fast.example.com'")
+    elif others:
+        r.problem(at, field, f"{pattern!r} has unknown placeholder(s) "
+                  f"{', '.join(sorted(others))}", "use only {region}")
+    elif not is_dns_name(sample):
+        r.problem(at, field, f"{pattern!r} does not give a DNS name",
+                  "write a full domain such as '{region}-onebox-fast.example.com'")
+    elif pattern == apigw or sample == hostname:
+        what = "apigw_domain" if pattern == apigw else "the public hostname"
+        r.problem(at, field, f"{pattern!r} is {what} itself",
+                  "give the one-box its own custom domain in every region, e.g. "
+                  "'{region}-onebox-fast.example.com'")
+    else:
+        return pattern
+    return None
+
+
+def _onebox(r: Reader, raw: Mapping[str, Any]) -> OneboxSettings:
+    """The one-box cookie and what buckets a user without one (georelay_onebox_*)."""
+    d = OneboxSettings()
+    cookie = raw.get("georelay_onebox_cookie") or d.cookie
+    if not isinstance(cookie, str) or not COOKIE_RE.match(cookie):
+        r.problem("all", "georelay_onebox_cookie", f"{cookie!r} is not a cookie name",
+                  "use 1-64 letters, digits, '_' or '-', e.g. georelay_partition")
+        cookie = d.cookie
+    max_age = r.integer("all", "georelay_onebox_cookie_max_age",
+                        raw.get("georelay_onebox_cookie_max_age"), None, 60, MAX_COOKIE_AGE,
+                        f"give seconds from 60 to {MAX_COOKIE_AGE} (400 days, what "
+                        "browsers keep at most)")
+    samesite = raw.get("georelay_onebox_cookie_samesite") or d.samesite
+    if not isinstance(samesite, str) or samesite.capitalize() not in SAMESITE:
+        r.problem("all", "georelay_onebox_cookie_samesite", f"{samesite!r} is not a "
+                  "SameSite value", "use Lax (the default), Strict or None")
+        samesite = d.samesite
+    return OneboxSettings(cookie, max_age, samesite.capitalize(),
+                          _onebox_hash(r, raw.get("georelay_onebox_hash")))
+
+
+def _onebox_hash(r: Reader, value: object) -> tuple[str, ...]:
+    field = "georelay_onebox_hash"
+    if value is None or value == []:
+        return OneboxSettings().hash
+    items = value.split("+") if isinstance(value, str) else value
+    fix = "list one or more of src, user-agent and header:NAME, e.g. [src, user-agent]"
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        r.problem("all", field, f"{value!r} is not a list of hashing inputs", fix)
+        return OneboxSettings().hash
+    out: list[str] = []
+    for item in (i.strip().lower() for i in items):
+        name = item.removeprefix("header:")
+        if item in ("src", "user-agent") or (item.startswith("header:")
+                                              and HEADER_RE.match(name)):
+            if item not in out:
+                out.append(item)
+        else:
+            r.problem("all", field, f"{item!r} is not a hashing input", fix)
+            return OneboxSettings().hash
+    return tuple(out)
 
 
 def _is_url_path(path: object) -> bool:
