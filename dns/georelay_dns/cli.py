@@ -29,30 +29,24 @@ from georelay_dns.cli_latency import latency_group
 from georelay_dns.cli_operator import evacuate_cmd, restore_cmd, weight_cmd
 from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_dns.iam import policy
-from georelay_dns.inputs import Inputs
 from georelay_dns.operations import read_context
 from georelay_dns.operator_state import Evacuation, OperatorState, describe, summary
-from georelay_dns.plan import THRESHOLD_SHARE, Plan, make_plan, render
+from georelay_dns.plan import THRESHOLD_SHARE, Plan, render
 from georelay_dns.route53 import find_zone, make_client
 from georelay_dns.status import live_status, render_status
 from georelay_dns.tree import SELF_ZONE
+from georelay_dns.workflow import DnsError, Planned, applied_line, plan_zone, refusal
 from georelay_model.latency import RegionError, check_region
 
 EXIT_CHANGES = 2
 
 
-def _plan(inventory: str) -> tuple[Any, Inputs, Plan]:
-    inputs = read_inputs(inventory)
-    tree_of(inputs)  # refuse a bad tree before any AWS call
-    client = aws(make_client)
-
-    def work() -> tuple[Inputs, Plan]:
-        ctx = read_context(client, inputs)  # the zone and the operator state it holds
-        tree = tree_of(inputs, ctx.zone_id, ctx.current.state)
-        return inputs, make_plan(tree, ctx.live, inputs.settings.owner)
-
-    got = aws(work)
-    return client, got[0], got[1]
+def _plan(inventory: str) -> Planned:
+    """The plan of the inventory against the zone (workflow.plan_zone: the module's too)."""
+    try:
+        return plan_zone(read_inputs(inventory))
+    except DnsError as e:
+        fail(str(e))
 
 
 @cli_group("georelay-dns", distribution="georelay")
@@ -72,7 +66,7 @@ def _plan_doc(plan: Plan) -> dict[str, Any]:
 @output_option
 def plan_cmd(inventory: str, output: str) -> None:
     """Show what apply would change. Exit 0: nothing to do, 2: changes pending."""
-    _, _, plan = _plan(inventory)
+    plan = _plan(inventory).plan
     if output == "json":
         echo_json(_plan_doc(plan))
     else:
@@ -95,22 +89,22 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
               wait_timeout: float, output: str) -> None:
     """Apply the plan: health checks, records (leaves first), INSYNC, unused checks.
     Progress on stderr: a bar on a terminal, else one line per step."""
-    client, _, plan = _plan(inventory)
+    planned = _plan(inventory)
+    client, plan = planned.client, planned.plan
     as_json = output == "json"
     if not as_json:
         click.echo(render(plan))
-    if plan.conflicts:
-        fail("refusing: records that georelay does not own are in the way" +
-             (f": {'; '.join(plan.conflicts)}" if as_json else " (see CONFLICT)"))
-    if checksum and checksum != plan.checksum:
-        fail(f"refusing: the plan changed since review ({checksum} != {plan.checksum}); "
-             "run plan again")
+    # the refusals of workflow.refusal (the module's too), in the CLI's order: conflicts and
+    # a stale checksum first, then a missing review, then the threshold
+    refused = refusal(plan, checksum=checksum, force=True)
+    if refused:
+        fail(refused.message.replace(" (see CONFLICT)", f": {'; '.join(plan.conflicts)}")
+             if as_json and refused.reason == "conflicts" else refused.message)
     if not (yes or checksum):
         fail("refusing without --yes or --checksum (review the plan, then pass its checksum)")
-    if plan.over_threshold() and not force:
-        fail(f"refusing: this would update or delete {plan.destructive} of the "
-             f"{plan.owned} records and health checks georelay owns (more than "
-             f"{THRESHOLD_SHARE:.0%}); check the inventory, then pass --force")
+    refused = refusal(plan, force=force)
+    if refused:
+        fail(refused.message)
     if plan.empty:
         if as_json:
             echo_json({**_plan_doc(plan), "applied": False, "result": None})
@@ -124,9 +118,7 @@ def apply_cmd(inventory: str, yes: bool, checksum: str | None, force: bool,
     if as_json:
         echo_json({**_plan_doc(plan), "applied": True, "result": res.to_dict()})
         return
-    click.echo(f"applied: {len(res.created)} health check(s) created, {len(res.updated)} "
-               f"updated, {res.batches} record batch(es), {len(res.deleted)} health "
-               "check(s) deleted")
+    click.echo(applied_line(res))
 
 
 @main.command("status")

@@ -13,15 +13,13 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from georelay_dns.apply import Step
 from georelay_dns.inputs import Inputs, load_inputs
-from georelay_dns.operations import Refusal
-from georelay_dns.operator_state import WEIGHT_MAX, OperatorState, StateError
-from georelay_dns.route53 import AwsConfigError, ZoneError
+from georelay_dns.operator_state import WEIGHT_MAX, OperatorState
 from georelay_dns.simulate import Evaluator, health_for
 from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
+from georelay_dns.workflow import AWS_ERRORS, aws_message
 from georelay_model import InventoryError, load_inventory
 from georelay_model.inventory import InventoryReadError
 
@@ -57,23 +55,11 @@ def tree_of(inputs: Inputs, zone_id: str = SELF_ZONE,
 
 
 def aws(fn: Callable[[], Any]) -> Any:
+    """fn(), failing with the one line an AWS-side error deserves (workflow.aws_message)."""
     try:
         return fn()
-    except NoCredentialsError:
-        fail("no AWS credentials: set AWS_PROFILE or the AWS_* variables (standard boto3 "
-             "chain)")
-    except (ZoneError, StateError, Refusal, AwsConfigError) as e:
-        fail(str(e))
-    except ClientError as e:
-        err = e.response.get("Error", {})
-        meta = e.response.get("ResponseMetadata", {})
-        gave_up = ""
-        if meta.get("MaxAttemptsReached"):
-            gave_up = (f" (gave up after {int(meta.get('RetryAttempts', 0)) + 1} attempts; "
-                       "AWS_MAX_ATTEMPTS or max_attempts in the AWS config file sets how many)")
-        fail(f"Route53 {e.operation_name}: {err.get('Code')}: {err.get('Message')}{gave_up}")
-    except BotoCoreError as e:
-        fail(f"AWS: {e}")
+    except AWS_ERRORS as e:
+        fail(aws_message(e) or str(e))
 
 
 def resolution(tree: Tree, hostname: str, origin: str, down: Iterable[str] = (),
