@@ -17,6 +17,7 @@ from georelay_dns.apply import ApplyError, apply_plan
 from georelay_dns.cli_common import (
     StepDisplay,
     aws,
+    checked_region,
     echo_json,
     fail,
     output_option,
@@ -36,7 +37,6 @@ from georelay_dns.route53 import find_zone, make_client
 from georelay_dns.status import live_status, render_status
 from georelay_dns.tree import SELF_ZONE
 from georelay_dns.workflow import DnsError, Planned, applied_line, plan_zone, refusal
-from georelay_model.latency import RegionError, check_region
 
 EXIT_CHANGES = 2
 
@@ -163,10 +163,7 @@ def simulate_cmd(inventory: str, origin: str, down: tuple[str, ...],
     tree_of(inputs)
     hosts = {p.name for p in inputs.fleet.proxies}
     regions = {r.name for r in inputs.fleet.regions}
-    try:  # users may be near any AWS region, not only the fleet's
-        check_region(origin, inputs.fleet.latency, what="--from")
-    except RegionError as e:
-        fail(str(e))
+    checked_region(origin, inputs.fleet.latency, "--from")  # users near any AWS region
     for flag, names, known, what in (("--down", down, hosts, "a proxy"),
                                      ("--down-region", down_regions, regions, "a region"),
                                      ("--evacuate", evacuate, regions, "a region")):

@@ -22,6 +22,7 @@ from georelay_dns.tree import SELF_ZONE, Tree, TreeError, build_tree
 from georelay_dns.workflow import AWS_ERRORS, aws_message
 from georelay_model import InventoryError, load_inventory
 from georelay_model.inventory import InventoryReadError
+from georelay_model.latency import Latency, RegionError, check_region
 
 output_option = click.option(
     "--output", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -43,6 +44,15 @@ def read_inputs(inventory: str) -> Inputs:
     try:
         return load_inputs(load_inventory(inventory))
     except (InventoryError, InventoryReadError) as e:
+        fail(str(e))
+
+
+def checked_region(region: str, latency: Latency, what: str) -> str:
+    """check_region's note for a region a flag names; a name that is not an AWS region
+    fails, listing the known ones."""
+    try:
+        return check_region(region, latency, what=what)
+    except RegionError as e:
         fail(str(e))
 
 

@@ -29,12 +29,12 @@ from typing import Any
 import click
 import yaml
 
-from georelay_dns.cli_common import fail, read_inputs
+from georelay_dns.cli_common import checked_region, fail, read_inputs
 from georelay_dns.cli_support import inventory_option
 from georelay_dns.inputs import load_inputs
 from georelay_model import Fleet, InventoryError, load_inventory
 from georelay_model.inventory import InventoryReadError
-from georelay_model.latency import Latency, Matrix, RegionError, check_region, read_matrix_file
+from georelay_model.latency import Latency, Matrix, read_matrix_file
 
 VAR_FILE = "georelay_region_latency.yml"
 
@@ -72,7 +72,7 @@ def show_cmd(inventory: str, origin: str | None, output: str) -> None:
     lat = fleet.latency
     doc: dict[str, Any] = {"source": lat.describe()}
     if origin:
-        note = _checked(origin, lat)
+        note = checked_region(origin, lat, "--from")
         order = lat.nearest_first(origin, [r.name for r in fleet.regions])
         doc["from"] = {"region": origin, "order": [
             {"region": r, "rtt_ms": lat.rtt(origin, r)[0], "origin": lat.rtt(origin, r)[1]}
@@ -95,13 +95,6 @@ def show_cmd(inventory: str, origin: str | None, output: str) -> None:
         click.echo(f"  {name:<15} backups: {backups or 'none'}")
         if got["note"]:
             click.echo(f"  {'':<15} {got['note']}")
-
-
-def _checked(region: str, latency: Latency, what: str = "--from") -> str:
-    try:
-        return check_region(region, latency, what=what)
-    except RegionError as e:
-        fail(str(e))
 
 
 BEGIN = "# BEGIN georelay-dns latency import (written by the command; import again to change)"

@@ -22,6 +22,7 @@ region name, so every order is deterministic.
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,8 +53,13 @@ class Matrix:
         return frozenset(r for pair in self.rtt for r in pair)
 
     def get(self, a: str, b: str) -> float | None:
-        got = self.rtt.get((a, b))
-        return got if got is not None else self.rtt.get((b, a))
+        return either_way(self.rtt, a, b)
+
+
+def either_way(table: Mapping[tuple[str, str], float], a: str, b: str) -> float | None:
+    """The round trip a -> b, else b -> a (a pair measured in one direction serves both)."""
+    got = table.get((a, b))
+    return got if got is not None else table.get((b, a))
 
 
 def matrix_from_json(doc: Mapping[str, Any], where: str) -> Matrix:
@@ -105,9 +111,7 @@ class Latency:
         """(ms, origin): origin is inventory, measured, estimated or unknown (ms None)."""
         if a == b:
             return 0.0, MEASURED
-        got = self.override.get((a, b))
-        if got is None:
-            got = self.override.get((b, a))
+        got = either_way(self.override, a, b)
         if got is not None:
             return got, INVENTORY
         got = self.measured.get(a, b)
@@ -222,7 +226,6 @@ def read_matrix_file(path: str) -> Matrix:
       with its source region (how latency dashboards export their table).
 
     ValueError says what is wrong and where (line, region)."""
-    import csv  # only the import command reads files
     with open(path, encoding="utf-8-sig") as f:
         text = f.read()
     if path.endswith(".json") or text.lstrip().startswith("{"):
