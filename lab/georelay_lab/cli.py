@@ -48,10 +48,48 @@ def _inventory(inventory: str) -> str:
               help="A custom domain it serves (repeat).")
 @click.option("--cert", required=True, type=click.Path(exists=True, dir_okay=False),
               help="PEM with certificate chain and key covering every domain.")
-def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str) -> None:
+@click.option("--faults", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Fault file to follow (gateway-fault writes it; it may not exist yet).")
+def gateway(region: str, listen: str, domains: tuple[str, ...], cert: str,
+            faults: Path | None) -> None:
     """Run one stand-in regional API Gateway in the foreground."""
     host, _, port = listen.rpartition(":")
-    serve((host.strip("[]"), int(port)), region, list(domains), cert)
+    serve((host.strip("[]"), int(port)), region, list(domains), cert, faults)
+
+
+@main.command("gateway-fault")
+@inventory_option()
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--domain", default=None, metavar="DOMAIN",
+              help="Custom domain a stand-in gateway serves, e.g. "
+                   "us-east-1-onebox-fast.example.com.")
+@click.option("--status", type=click.IntRange(100, 599), default=None,
+              help="HTTP status to answer, e.g. 503.")
+@click.option("--share", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="Share of the domain's requests that get it (0.3: 3 in 10, counted, not "
+                   "random).")
+@click.option("--health-checks", is_flag=True,
+              help="Fail /ping too (HAProxy's health checks); spared by default.")
+@click.option("--clear", is_flag=True, help="Remove the fault of --domain (alone: every fault).")
+def gateway_fault(inventory: str, lab_dir: str, domain: str | None, status: int | None,
+                  share: float, health_checks: bool, clear: bool) -> None:
+    """Make a running stand-in gateway answer STATUS to a share of one domain's requests, or
+    stop it (--clear); no restart. Python gateways only."""
+    if clear == (status is not None):
+        raise click.UsageError("give --status CODE (with --domain) to set a fault, or --clear "
+                               "to remove one")
+    if status is not None and domain is None:
+        raise click.UsageError("--status needs --domain DOMAIN: the custom domain to fail")
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
+    try:
+        if status is not None and domain is not None:
+            lines = lab.set_fault(domain, status, share, health_checks=health_checks)
+        else:
+            lines = lab.clear_fault(domain)
+    except stand_ins.FaultError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
+    for line in lines:
+        click.echo(line)
 
 
 @main.command()

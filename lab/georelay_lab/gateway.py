@@ -10,21 +10,127 @@
 Knobs for fault tests, as query parameters: ``delay_ms`` (answer late), ``status`` (answer
 with that code), ``bytes`` (pad the body to that size), ``reset=1`` (drop the connection
 mid-response). ``GET /ping`` answers 200 ``{"ping":"pong"}`` (the services' health_path).
+
+Faults switched at runtime, without a restart (``--faults FILE``, written by
+``georelay-lab gateway-fault`` and ``StandIns.set_fault``): a JSON file naming, per domain,
+a status to answer and the share of requests (0.0-1.0) that get it. The gateway re-reads
+it when it changes (checked on every request). The pattern is counted, not random: of the
+first N requests to the domain since its fault was set, exactly ceil(N x share) get the
+status, spread evenly (share 0.3: the 1st, 4th, 7th, 11th, ...). ``/ping`` is spared
+unless the fault says ``health_checks``, so HAProxy's checks keep passing while real traffic
+fails. A faulted answer carries ``x-lab-fault``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
+import os
 import socket
 import ssl
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, HTTPStatus, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 FORBIDDEN = b'{"message":"Forbidden"}'
+FAULTS_FILE = "faults.json"  # beside the gateways' pid files: <lab dir>/gateways/
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Answer ``status`` to ``share`` (0-1) of the requests to one domain."""
+
+    status: int
+    share: Fraction
+    health_checks: bool = False  # also /ping, which HAProxy's health checks ask
+    set_at: str = ""  # when it was set: setting it again restarts its count
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"status {self.status} is not an HTTP status: give 100-599")
+        if not 0 <= self.share <= 1:
+            raise ValueError(f"share {float(self.share):g} is outside 0.0-1.0")
+
+    def hits(self, n: int) -> bool:
+        """Whether the n-th request (from 1) since the fault was set gets it: ceil(N x
+        share) of the first N do, evenly spread."""
+        return math.ceil(n * self.share) > math.ceil((n - 1) * self.share)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "share": float(self.share),
+                "health_checks": self.health_checks, "set_at": self.set_at}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Fault:
+        return cls(int(raw["status"]), Fraction(str(float(raw["share"]))),
+                   bool(raw.get("health_checks", False)), str(raw.get("set_at", "")))
+
+
+def read_faults(path: Path) -> dict[str, Fault]:
+    """The faults of a fault file, by domain ({} when there is none)."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return {d.lower(): Fault.from_json(f) for d, f in raw.get("faults", {}).items()}
+
+
+def write_faults(path: Path, faults: dict[str, Fault]) -> None:
+    """Replace the fault file at once (a rename: a gateway never reads half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    temp.write_text(json.dumps({"faults": {d: f.to_json() for d, f in sorted(faults.items())}},
+                               indent=2, sort_keys=True) + "\n")
+    temp.replace(path)
+
+
+class FaultFile:
+    """A gateway's view of the fault file: re-read when it changes, a request count per
+    domain since its fault was set."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.seen: tuple[int, int, int, int] | None = None
+        self.faults: dict[str, Fault] = {}
+        self.counts: dict[str, int] = {}
+
+    def _reload(self) -> None:
+        assert self.path is not None
+        try:
+            st = self.path.stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        except FileNotFoundError:
+            key = (0, 0, 0, 0)
+        if key == self.seen:
+            return
+        self.seen = key
+        try:
+            faults = read_faults(self.path)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            print(f"gateway: ignoring {self.path}: {exc}", file=sys.stderr, flush=True)
+            faults = {}
+        self.counts = {d: n for d, n in self.counts.items() if faults.get(d) == self.faults[d]}
+        self.faults = faults
+
+    def check(self, domain: str, path: str) -> tuple[Fault, int] | None:
+        """The fault this request gets, with its number since the fault was set; or None."""
+        if self.path is None:
+            return None
+        with self.lock:
+            self._reload()
+            fault = self.faults.get(domain)
+            if fault is None or (path == "/ping" and not fault.health_checks):
+                return None
+            n = self.counts[domain] = self.counts.get(domain, 0) + 1
+        return (fault, n) if fault.hits(n) else None
 
 
 class GatewayServer(ThreadingHTTPServer):
@@ -32,9 +138,10 @@ class GatewayServer(ThreadingHTTPServer):
     request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], region: str, domains: list[str],
-                 cert_pem: str) -> None:
+                 cert_pem: str, faults: Path | None = None) -> None:
         self.region = region
         self.domains = frozenset(d.lower() for d in domains)
+        self.faults = FaultFile(faults)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context.load_cert_chain(cert_pem)
@@ -42,7 +149,7 @@ class GatewayServer(ThreadingHTTPServer):
         self.context.sni_callback = self._sni
         self.connections = itertools.count(1)
         self.lock = threading.Lock()
-        self.stats = {"connections": 0, "requests": 0, "handshake_failures": 0}
+        self.stats = {"connections": 0, "requests": 0, "handshake_failures": 0, "faulted": 0}
         super().__init__(address, GatewayHandler)
 
     def _sni(self, sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
@@ -112,6 +219,10 @@ class GatewayHandler(BaseHTTPRequestHandler):
                                           "x-amzn-RequestId": f"lab-{self.conn_id}"})
             return
         url = urlsplit(self.path)
+        faulted = self.server.faults.check(host, url.path)
+        if faulted is not None:
+            self._fault(host, *faulted)
+            return
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         if "delay_ms" in query:
             time.sleep(int(query["delay_ms"]) / 1000)
@@ -155,11 +266,26 @@ class GatewayHandler(BaseHTTPRequestHandler):
             return
         self._answer(int(query.get("status", 200)), body, headers)
 
+    def _fault(self, host: str, fault: Fault, n: int) -> None:
+        self.server.count("faulted")
+        try:
+            reason = HTTPStatus(fault.status).phrase
+        except ValueError:
+            reason = "Lab fault"
+        body = json.dumps({"message": reason, "lab_fault": {
+            "status": fault.status, "share": float(fault.share), "request": n}}).encode()
+        self._answer(fault.status, body, {
+            "x-lab-region": self.server.region, "x-lab-received-host": host,
+            "x-lab-sni": self.sni or "", "x-lab-connection": str(self.conn_id),
+            "x-lab-fault": f"{fault.status} share={float(fault.share):g} request={n}",
+            "x-amzn-RequestId": f"lab-{self.conn_id}-{n}"})
+
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
 
-def serve(listen: tuple[str, int], region: str, domains: list[str], cert_pem: str) -> None:
-    server = GatewayServer(listen, region, domains, cert_pem)
+def serve(listen: tuple[str, int], region: str, domains: list[str], cert_pem: str,
+          faults: Path | None = None) -> None:
+    server = GatewayServer(listen, region, domains, cert_pem, faults)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

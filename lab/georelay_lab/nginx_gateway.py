@@ -18,7 +18,9 @@ rules, same answers, same ``x-lab-*`` header names:
 Every request is also written to ``<region>-access.log`` beside the pid file (protocol,
 host, SNI, connection, path, status, X-Forwarded-For or ``-``), so a test can see what
 reached the gateway, health checks (no X-Forwarded-For) included. The Python stand-in's
-fault knobs (``delay_ms``, ``status``, ``bytes``, ``reset``) are not offered here.
+fault knobs (``delay_ms``, ``status``, ``bytes``, ``reset``) and its runtime faults
+(``georelay-lab gateway-fault``, which refuses a domain of an nginx gateway) are not offered
+here. Its domains are the ones :meth:`StandIns.domains` gives, one-box domains included.
 
 It runs unprivileged: everything nginx writes (temporary directories, error and access
 log, pid file) is below the lab directory, ``daemon off`` with the master process started

@@ -17,7 +17,8 @@ from georelay_testing.fleet import REPO, run
 
 BIN = Path(sys.executable).parent
 LAB_COMMANDS = [[], ["up"], ["health"], ["route53"], ["down"], ["show"], ["gateway"],
-                ["hosts"], ["hosts", "up"], ["hosts", "down"], ["hosts", "status"]]
+                ["gateway-fault"], ["hosts"], ["hosts", "up"], ["hosts", "down"],
+                ["hosts", "status"]]
 TOOLS_COMMANDS = [[], ["bench"], ["drill"], ["scale"], ["bench-plan"], ["bench-healthz"],
                   ["bench-rules"], ["bench-slow-readers"]]
 
@@ -62,6 +63,10 @@ def test_tools_lists_its_subcommands_and_each_has_its_version() -> None:
     (["georelay-lab", "show"], "no inventory: give -i/--inventory PATH or set ANSIBLE_INVENTORY"),
     (["georelay-lab", "show", "-i", "/nonexistent/inventory"], "no inventory at"),
     (["georelay-lab", "up", "-i", "inventories/demo", "--gateway", "apache"], "apache"),
+    (["georelay-lab", "gateway-fault", "-i", "inventories/demo", "--status", "503"],
+     "--status needs --domain"),
+    (["georelay-lab", "gateway-fault", "-i", "inventories/demo", "--domain", "nowhere.example",
+      "--status", "503"], "no stand-in gateway of this lab serves 'nowhere.example'"),
     (["georelay-lab", "hosts", "up"], "give either COUNT or -i INVENTORY"),
     (["georelay-lab", "hosts", "up", "3", "--subnet", "300.0.0.0/24"], "--subnet"),
     (["georelay-tools", "no-such-command"], "No such command"),
@@ -95,6 +100,12 @@ def test_inventory_falls_back_to_ansible_inventory(tmp_path: Path) -> None:
     assert got.returncode == 1, got.stdout + got.stderr
     assert got.stdout.startswith("lonely   127.0.250.1:443 https://fast.example.com/anything"
                                  " -> FAILED"), got.stdout + got.stderr
+
+
+def test_lab_lists_its_subcommands() -> None:
+    listed = cli("georelay-lab", "-h").stdout
+    for name in ("up", "down", "show", "health", "route53", "gateway", "gateway-fault", "hosts"):
+        assert f"\n  {name} " in listed, listed
 
 
 def test_the_drill_has_one_entry_point() -> None:
