@@ -159,7 +159,22 @@ class Bench:
         subprocess.run(["/usr/sbin/nginx", "-c", str(path)], check=True)
 
     def inventory(self, **tunables: object) -> Path:
-        """One georelay proxy, shaped like inventories/demo, pointed at the nginx gateway."""
+        """One georelay proxy, shaped like inventories/demo, pointed at the nginx gateway.
+
+        The service keys onebox_percent (and onebox_domain, default
+        '{region}-onebox-fast.example.com') given as tunables give the service a one-box
+        (``--variant onebox:onebox_percent=0`` against ``--variant plain:``). The bench's
+        gateway serves only the regular domain, so the one-box backend is down: 0 measures
+        what the split costs a regular user, wrk's cookie-less requests being its worst
+        case (bucket hash, Set-Cookie and Vary on every response); above 0, the fallback."""
+        service: dict[str, object] = {"hostname": cfg.PUBLIC,
+                                      "apigw_domain": "{region}-fast.example.com",
+                                      "health_path": "/ping"}
+        for key in ("onebox_percent", "onebox_domain"):
+            if key in tunables:
+                service[key] = tunables.pop(key)
+        if "onebox_percent" in service:
+            service.setdefault("onebox_domain", "{region}-onebox-fast.example.com")
         inv = self.work / "inventory"
         (inv / "group_vars").mkdir(parents=True, exist_ok=True)
         hosts = {"all": {"children": {"us_east_1": {
@@ -169,9 +184,7 @@ class Bench:
         (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
         (inv / "group_vars/all.yml").write_text(yaml.safe_dump({
             "georelay_zone": "example.com",
-            "georelay_services": [{"hostname": cfg.PUBLIC,
-                                   "apigw_domain": "{region}-fast.example.com",
-                                   "health_path": "/ping"}],
+            "georelay_services": [service],
             "georelay_tls_pem": str(self.certs / "public.pem"),
             "georelay_backend_ca": str(self.certs / "lab-ca.pem"),
             "ansible_connection": "local", "ansible_become": False,
@@ -370,7 +383,8 @@ def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="also write raw results here")
 @click.option("--variant", "variant_specs", multiple=True, metavar="NAME:VAR=VALUE,...",
-              help="compare role tunables instead (repeat; 'default:' for none)")
+              help="compare role tunables instead (repeat; 'default:' for none; "
+                   "onebox_percent=N gives the service a one-box)")
 @click.option("--variant-path", default="/small", show_default=True,
               type=click.Choice(["/small", "/large"]), help="body for --variant runs")
 @click.option("--variant-new-conn", is_flag=True,
