@@ -9,7 +9,10 @@
 
 Knobs for fault tests, as query parameters: ``delay_ms`` (answer late), ``status`` (answer
 with that code), ``bytes`` (pad the body to that size), ``reset=1`` (drop the connection
-mid-response). ``GET /ping`` answers 200 ``{"ping":"pong"}`` (the services' health_path).
+mid-response), ``vary`` (send that ``Vary`` header, e.g. ``vary=Accept-Encoding``; the
+one-box tests check what the proxy adds to it). ``GET /ping`` answers 200
+``{"ping":"pong"}`` (the services' health_path). The echo's ``x_req_partition`` lists every
+``X-Req-Partition`` header received (the one-box partition the proxy set).
 
 Faults switched at runtime, without a restart (``--faults FILE``, written by
 ``georelay-lab gateway-fault`` and ``StandIns.set_fault``): a JSON file naming, per domain,
@@ -240,6 +243,7 @@ class GatewayHandler(BaseHTTPRequestHandler):
                            if k.lower().startswith("x-forwarded-")],
             "connection": self.conn_id,
             "request_on_connection": self.requests_here,
+            "x_req_partition": self.headers.get_all("X-Req-Partition") or [],
         }
         if url.path == "/ping":
             echo = {"ping": "pong", "region": self.server.region}
@@ -254,6 +258,8 @@ class GatewayHandler(BaseHTTPRequestHandler):
             "x-lab-xff": self.headers.get("X-Forwarded-For") or "",
             "x-lab-xfh": self.headers.get("X-Forwarded-Host") or "",
         }
+        if "vary" in query:
+            headers["Vary"] = query["vary"]
         if query.get("reset") == "1":
             self.send_response(200)
             self.send_header("Content-Length", str(len(body) * 4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from georelay_model.fleet import SYSTEM_CA_BUNDLE, Fleet, Proxy
+from georelay_model.fleet import SYSTEM_CA_BUNDLE, Endpoint, Fleet, Proxy, Region, Service
 
 # HAProxy refuses unix socket paths longer than this (sun_path less its own suffixes).
 MAX_SOCKET_PATH = 97
@@ -40,6 +40,9 @@ def paths_below(root: str) -> dict[str, str]:
         "state_file": p("var/lib/haproxy/server-state"),
         "log_dir": p("var/log/haproxy"),
         "log_file": p("var/log/haproxy/haproxy.log"),
+        # The one-box percentages: HAProxy loads it at start; a runtime change (`set map`)
+        # rewrites it too (plugins/module_utils/haproxy_runtime.py), so a reload keeps it.
+        "onebox_map": p("etc/haproxy/onebox-percent.map"),
     }
 
 
@@ -57,33 +60,68 @@ def probe_address(bind_address: str) -> str:
     return bind_address
 
 
+def _hash_fetch(item: str) -> str:
+    """The HAProxy sample fetch of one georelay_onebox_hash input (headers in full:
+    req.hdr() would keep only the text after a header value's last comma)."""
+    if item == "src":
+        return "src"
+    return "req.fhdr(" + item.removeprefix("header:") + ")"
+
+
+def _backend(fleet: Fleet, region: Region, backup_regions: tuple[Region, ...],
+             service: Service, *, onebox: bool) -> dict[str, Any]:
+    """One service backend: the regular gateways, or (onebox) the one-box ones: the home
+    region's and, as backups, those of the backup regions that have a one-box."""
+    def domain(r: Region) -> str | None:
+        return fleet.onebox_domain(service, r.name) if onebox else service.apigw_domain(r.name)
+
+    def gateway(r: Region, name: str) -> Endpoint:
+        # A region's custom domains share its endpoint; Host and SNI pick the domain.
+        return (r.apigw_address or Endpoint(name, 443)) if onebox else r.gateway(service)
+
+    home = domain(region)
+    assert home is not None
+    backups = []
+    for b in backup_regions:
+        name = domain(b)
+        if name is not None:
+            backup = gateway(b, name)
+            backups.append({"region": b.name, "domain": name, "server": backup.haproxy,
+                            "resolve": not backup.is_ip})
+    main = gateway(region, home)
+    out: dict[str, Any] = {
+        "name": service.onebox_backend_name if onebox else service.backend_name,
+        "hostname": service.hostname,
+        "domain": home,
+        "server": main.haproxy,
+        "resolve": not main.is_ip,
+        "health_path": service.health_path,
+        "backups": backups,
+        # Real traffic's errors mark the home gateway down at once only where there is
+        # a backup to go to (haproxy.cfg.j2 explains why).
+        "mark_down_on_errors": bool(backups),
+    }
+    if not onebox:
+        # The one-box of this service here: None when it has none or the region switched
+        # it off (the service then still overwrites X-Req-Partition: regular).
+        has = service.onebox_domain_pattern is not None
+        out["onebox"] = None if not has else {
+            "percent": service.onebox_percent,
+            "backend": (_backend(fleet, region, backup_regions, service, onebox=True)
+                        if fleet.onebox_domain(service, region.name) else None)}
+    return out
+
+
 def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
     """The normalised view of one proxy that roles/haproxy/templates/haproxy.cfg.j2 renders
     (and roles/georelay_agent's agent.json)."""
     proxy = fleet.proxy(host)
     region = fleet.region(proxy.region)
     paths = proxy_paths(proxy)
-    backends = []
     backup_regions = fleet.backups_of(region.name)
-    for service in fleet.services:
-        gateway = region.gateway(service)
-        backups = []
-        for b in backup_regions:
-            backup = b.gateway(service)
-            backups.append({"region": b.name, "domain": service.apigw_domain(b.name),
-                            "server": backup.haproxy, "resolve": not backup.is_ip})
-        backends.append({
-            "name": service.backend_name,
-            "hostname": service.hostname,
-            "domain": service.apigw_domain(region.name),
-            "server": gateway.haproxy,
-            "resolve": not gateway.is_ip,
-            "health_path": service.health_path,
-            "backups": backups,
-            # Real traffic's errors mark the home gateway down at once only where there is
-            # a backup to go to (haproxy.cfg.j2 explains why).
-            "mark_down_on_errors": bool(backups),
-        })
+    backends = [_backend(fleet, region, backup_regions, service, onebox=False)
+                for service in fleet.services]
+    onebox = [b for b in backends if b["onebox"] is not None]
     return {
         "name": proxy.name,
         "region": proxy.region,
@@ -106,7 +144,8 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "paths": paths,
         # Some gateway is addressed by name: haproxy.cfg gets a resolvers section.
         "resolving": any(b["resolve"] or any(k["resolve"] for k in b["backups"])
-                         for b in backends),
+                         for b in backends + [o["onebox"]["backend"] for o in onebox
+                                              if o["onebox"]["backend"]]),
         # What Route53's health checks ask (georelay_dns_health_path), which HAProxy sends to
         # the agent.
         "healthz_path": fleet.dns.health.path,
@@ -114,6 +153,18 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "backend_ca_source": fleet.backend_ca,
         "tls_pem_source": fleet.tls_pem,
         "backends": backends,
+        # The one-box canary (README "One-box canary"): the services that split their users
+        # on this proxy, the map file of their percentages and the bucket cookie. Empty
+        # services: haproxy.cfg has no trace of it.
+        "onebox": {
+            "services": [b["hostname"] for b in onebox],
+            "map_file": paths["onebox_map"],
+            "cookie": fleet.onebox.cookie,
+            "max_age": fleet.onebox.max_age,
+            "samesite": fleet.onebox.samesite,
+            "hash": [_hash_fetch(item) for item in fleet.onebox.hash],
+            "fallback_table": "georelay_onebox_fallback",
+        },
         "bridging_keeps_in_dns": region.bridging_keeps_in_dns,
         # Why the backups come in their order (inventory, measured, or partly estimated).
         "backup_order": fleet.backup_order_note(region.name),

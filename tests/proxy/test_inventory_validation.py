@@ -134,6 +134,43 @@ BAD: list[tuple[str, Callable[[HostVars], None], str, str]] = [
      "out of range"),
     ("bridging-switch-not-boolean", on_all(georelay_bridging_keeps_in_dns="sometimes"),
      "georelay_bridging_keeps_in_dns", "not true or false"),
+    ("onebox-without-region", service(onebox_domain="onebox-fast.example.com"),
+     "onebox_domain", "has no {region}"),
+    ("onebox-not-a-name", service(onebox_domain="{region}_onebox.example.com"),
+     "onebox_domain", "does not give a DNS name"),
+    ("onebox-unknown-placeholder", service(onebox_domain="{region}-{stage}.example.com"),
+     "onebox_domain", "unknown placeholder"),
+    ("onebox-is-the-regular-domain", service(onebox_domain="{REGION}-fast.example.com."),
+     "onebox_domain", "is apigw_domain itself"),
+    ("onebox-is-another-services-gateway", on_all(georelay_services=[
+        {"hostname": "a.example.com", "apigw_domain": "{region}-a.example.com",
+         "onebox_domain": "{region}-b.example.com"},
+        {"hostname": "b.example.com", "apigw_domain": "{region}-b.example.com"}]),
+     "onebox_domain", "is also b.example.com's gateway"),
+    ("onebox-percent-over-100", service(onebox_domain="{region}-ob.example.com",
+                                        onebox_percent=101), "onebox_percent", "out of range"),
+    ("onebox-percent-negative", service(onebox_domain="{region}-ob.example.com",
+                                        onebox_percent=-5), "onebox_percent", "out of range"),
+    ("onebox-percent-fraction", service(onebox_domain="{region}-ob.example.com",
+                                        onebox_percent=2.5), "onebox_percent",
+     "not a whole number"),
+    ("onebox-percent-boolean", service(onebox_domain="{region}-ob.example.com",
+                                       onebox_percent=True), "onebox_percent",
+     "not a whole number"),
+    ("onebox-percent-without-domain", service(onebox_percent=5), "onebox_percent",
+     "has no onebox_domain"),
+    ("onebox-cookie-name", on_all(georelay_onebox_cookie="my cookie"),
+     "georelay_onebox_cookie", "not a cookie name"),
+    ("onebox-cookie-age", on_all(georelay_onebox_cookie_max_age=500 * 86400),
+     "georelay_onebox_cookie_max_age", "out of range"),
+    ("onebox-samesite", on_all(georelay_onebox_cookie_samesite="Sometimes"),
+     "georelay_onebox_cookie_samesite", "not a SameSite value"),
+    ("onebox-hash-input", on_all(georelay_onebox_hash=["src", "hdr(user-agent)"]),
+     "georelay_onebox_hash", "not a hashing input"),
+    ("onebox-switch-not-boolean", on("w1", georelay_onebox_enabled="perhaps"),
+     "georelay_onebox_enabled", "not true or false"),
+    ("onebox-switch-differs-in-region", on("e2", georelay_onebox_enabled=False),
+     "georelay_onebox_enabled", "differs from"),
 ]
 
 
@@ -324,3 +361,36 @@ def test_missing_pem_is_refused(tmp_path: Path) -> None:
     problems = pem_problems(str(tmp_path / "none.pem"), ["fast.example.com"])
     assert [p.field for p in problems] == ["georelay_tls_pem"]
     assert "does not exist" in problems[0].message
+
+
+def test_onebox_of_a_service_and_its_per_region_switch() -> None:
+    hv = good()
+    service(onebox_domain="{region}-onebox-fast.example.com", onebox_percent=20)(hv)
+    on("w1", georelay_onebox_enabled=False)(hv)
+    on_all(georelay_onebox_hash="src+header:X-User")(hv)
+    fleet = fleet_from_hostvars(hv)
+    svc = fleet.services[0]
+    assert (svc.onebox_domain_pattern, svc.onebox_percent) == (
+        "{region}-onebox-fast.example.com", 20)
+    assert svc.onebox_domain("eu-west-2") == "eu-west-2-onebox-fast.example.com"  # pure
+    assert fleet.onebox_domain(svc, "us-east-1") == "us-east-1-onebox-fast.example.com"
+    assert fleet.onebox_domain(svc, "eu-west-2") is None  # switched off there
+    assert fleet.onebox.hash == ("src", "header:x-user")
+    assert (fleet.onebox.cookie, fleet.onebox.max_age, fleet.onebox.samesite) == (
+        "georelay_partition", 30 * 86400, "Lax")
+    e1 = proxy_facts(fleet, "e1")["backends"][0]["onebox"]
+    assert e1["percent"] == 20
+    assert e1["backend"]["domain"] == "us-east-1-onebox-fast.example.com"
+    # eu-west-2 has no one-box: not a backup of us-east-1's, and none of its own
+    assert [k["region"] for k in e1["backend"]["backups"]] == []
+    assert proxy_facts(fleet, "w1")["backends"][0]["onebox"] == {"percent": 20,
+                                                                 "backend": None}
+
+
+def test_a_service_without_onebox_has_none() -> None:
+    fleet = fleet_from_hostvars(good())
+    assert fleet.services[0].onebox_domain("us-east-1") is None
+    assert fleet.onebox_domain(fleet.services[0], "us-east-1") is None
+    facts = proxy_facts(fleet, "e1")
+    assert facts["backends"][0]["onebox"] is None
+    assert facts["onebox"]["services"] == []
