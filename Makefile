@@ -20,8 +20,8 @@ LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georela
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup system debian-packages demo demo-down demo-hosts demo-hosts-down drill lint test \
-	test-fresh bench bench-rules clean
+.PHONY: setup system debian-packages demo demo-down demo-hosts demo-hosts-down drill demo-rollout \
+	lint test test-fresh bench bench-rules clean
 
 setup: system $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -105,6 +105,12 @@ demo-down:
 # everything is put back (docs/runbooks/).
 drill: setup
 	$(LAB_AWS) $(BIN)/georelay-tools drill -i $(INVENTORY) --lab-dir $(LAB)
+
+# Against the running demo (make demo first): a staged rollout (georelay-rollout) with
+# simulated users whose one-box starts failing at step 2; the controller aborts it and every
+# user is checked back on regular (docs/ROLLOUT.md).
+demo-rollout: setup
+	$(BIN)/georelay-tools rollout-demo -i $(INVENTORY) --lab-dir $(LAB)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ Exit codes: 0 done, 1 error or refusal or an aborted rollout, 3 paused, 64 usage
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import sys
@@ -109,7 +110,8 @@ def targets(fleet: Fleet, service: Service, regions: list[str] | None) -> list[s
 def runner(inventory: str, service: str, hosts: list[str]) -> Runner:
     def run(percent: int | None, hold: str | None) -> Mapping[str, proxies.Reading]:
         try:
-            got = proxies.run(inventory, service, percent=percent, hold=hold, limit=hosts)
+            got = proxies.run(inventory, service, percent=percent, hold=hold,
+                             limit=",".join(hosts))
         except proxies.ProxiesError as e:
             fail(str(e))
         return {h: r for h, r in got.items() if h in hosts}
@@ -246,9 +248,8 @@ def _ask(store: Store, r: Rollout, action: str, reason: str, act: Callable[[Cont
         end = time.monotonic() + REQUEST_WAIT
         while time.monotonic() < end:
             time.sleep(0.5)
-            if store.holder(r.service) is None or not store.path(r.service, "request").exists():
+            if store.holder(r.service) is None:  # the controller acted on it and ended
                 break
-        time.sleep(0.5)
         done = _load(store, r.service)
         click.echo(f"{r.service} ({done.release}) is now {done.status} at {done.percent}%"
                    + (f": {done.reason}" if done.reason else ""))
@@ -359,7 +360,7 @@ def status_cmd(service: str | None, live: bool, output: str, inventory: str,
         doc: dict[str, Any] = {**r.to_dict(), "controller": holder}
         if live:
             hosts = targets(fleet, service_of(fleet, name), r.regions)
-            doc["proxies"] = {h: x.to_dict() for h, x in
+            doc["proxies"] = {h: dataclasses.asdict(x) for h, x in
                               runner(inventory, name, hosts)(None, None).items()}
         docs.append((r, doc))
     if output == "json":

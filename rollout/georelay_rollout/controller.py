@@ -71,6 +71,7 @@ class Controller:
         self.sleep, self.clock = sleep, clock
         self.cmd = Commands(rollout.service, rollout.release, rollout.inventory)
         self.last: dict[str, Sample] = {}
+        self.evaluations = 0  # of the current step, since it was applied
 
     def save(self) -> None:
         self.store.save(self.r)
@@ -110,6 +111,7 @@ class Controller:
         r.applied, r.baked_s, r.bad_evaluations, r.reason = True, 0.0, 0, None
         r.baseline = {h: Sample.of(x) for h, x in readings.items()}
         self.last = dict(r.baseline)
+        self.evaluations = 0
         r.event("applied", step=r.step + 1, percent=r.percent, proxies=sorted(readings))
         self.save()
         self.say(f"step {r.step + 1}/{len(r.steps)}: {r.percent}% of users on the one-box, "
@@ -255,7 +257,8 @@ class Controller:
             if not v.unanswered:
                 r.baked_s += now - tick
             tick = now
-            r.last = {**v.to_dict(), "at_step": r.step + 1}
+            self.evaluations += 1
+            r.last = {**v.to_dict(), "at_step": r.step + 1, "n": self.evaluations}
             self.say(f"[{r.percent}% {duration(min(r.baked_s, r.bake_s))}/"
                      f"{duration(r.bake_s)}] {v.action}: {v.reason}")
             if v.action == "abort":

@@ -23,7 +23,7 @@ SETTLE_TIMEOUT = 45.0  # seconds a drill step may take to show (HAProxy checks, 
 # imported only when used: `georelay-tools drill` does not load the benchmarks.
 MODULES = {"bench": "bench", "bench-healthz": "bench_healthz", "bench-plan": "bench_plan",
            "bench-rules": "bench_rules", "bench-slow-readers": "bench_slow_readers",
-           "scale": "scale"}
+           "rollout-demo": "rollout_demo", "scale": "scale"}
 
 
 class ToolsGroup(UsageGroup):
