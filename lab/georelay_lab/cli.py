@@ -14,7 +14,7 @@ from click.core import ParameterSource
 
 from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_lab import hosts as hosts_lab
-from georelay_lab import nginx_gateway, stand_ins
+from georelay_lab import nginx_gateway, onebox_demo, stand_ins
 from georelay_lab.gateway import serve
 
 
@@ -163,6 +163,30 @@ def show(inventory: str, lab_dir: str, path: str) -> None:
     """Send a request through every proxy for every service; show what the gateway got."""
     lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
     _report(lab.show(path))
+
+
+@main.command("onebox-split")
+@inventory_option()
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--service", default=None, metavar="HOSTNAME",
+              help="Public name whose split to show. Default: the first with a one-box.")
+@click.option("--proxy", default=None, metavar="NAME",
+              help="Proxy to send the users through. Default: the first of a region with "
+                   "one-box on.")
+@click.option("--users", type=click.IntRange(1, 100), default=8, show_default=True,
+              help="Simulated users to show, two requests each.")
+@click.option("--measure", type=click.IntRange(0, 100000), default=1000, show_default=True,
+              help="Users whose first request measures the split (0: none).")
+def onebox_split(inventory: str, lab_dir: str, service: str | None, proxy: str | None,
+                 users: int, measure: int) -> None:
+    """Simulated users through a proxy: each one's bucket, partition, answering gateway and
+    headers (Set-Cookie on the first response only, Vary), then the split measured."""
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
+    try:
+        split = onebox_demo.Split.of(lab, service, proxy)
+    except onebox_demo.SplitError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.field}") from exc
+    _report(split.lines(users, measure))
 
 
 @main.group()
