@@ -59,6 +59,8 @@ demo: setup
 	$(BIN)/georelay-lab show -i $(INVENTORY) --lab-dir $(LAB)
 	@echo; echo "== Each proxy's health agent: /healthz as Route53 asks it, and the cron check =="
 	$(BIN)/georelay-lab health -i $(INVENTORY) --lab-dir $(LAB)
+	@echo; echo "== One-box canary: 20% of users to fast.example.com's one-box, sticky by cookie =="
+	$(BIN)/georelay-lab onebox-split -i $(INVENTORY) --lab-dir $(LAB) --users 8
 	@echo; echo "== Route53 (stand-in): the live tree =="
 	$(LAB_AWS) $(BIN)/georelay-dns status -i $(INVENTORY)
 	@echo; echo "== What Route53 answers users near us-east-1 when use1-a dies =="
