@@ -97,6 +97,22 @@ def _history(config: Config, obs: Observation, now: float) -> tuple[dict[str, fl
     return ratios, warnings
 
 
+def _onebox_perf(host: str, ob: dict[str, Any] | None) -> list[str]:
+    """Perfdata of a service's one-box: percent, usable servers, fallback requests (a
+    counter), falling back (1: its users are on regular)."""
+    if ob is None:
+        return []
+    out: list[str] = []
+    if ob["percent"] is not None:
+        out.append(f"{_label(host + '_onebox_percent')}={ob['percent']};;;0;100")
+    if ob["usable_servers"] is not None:
+        out.append(f"{_label(host + '_onebox_usable_servers')}={ob['usable_servers']};;;0")
+    if ob["fallback_requests"] is not None:
+        out.append(f"{_label(host + '_onebox_fallback')}={ob['fallback_requests']}c;;;0")
+    out.append(f"{_label(host + '_onebox_falling_back')}={int(ob['falling_back'])};0;;0;1")
+    return out
+
+
 def evaluate(config: Config) -> Result:
     now = time.time()
     gatherer = Gatherer(config)
@@ -125,6 +141,7 @@ def evaluate(config: Config) -> Result:
         if s.get("home") is not None and any(sv.get("backup") for sv in s["servers"]):
             perf.append(f"{_label(host + '_bridging')}="
                         f"{0 if s.get('bridging') is None else 1};0;;0;1")
+        perf += _onebox_perf(host, s.get("onebox"))
         p = s["probe"]
         if p is not None:
             perf.append(f"{_label(host + '_probe')}={p['duration_s']:.4f}s;;;0")

@@ -51,6 +51,15 @@ class Backup:
 
 
 @dataclass(frozen=True)
+class Onebox:
+    """The service's one-box on this proxy (README "One-box canary"): its backend and the map
+    file of the percentages, as haproxy.cfg names them."""
+
+    backend: str
+    map_file: str
+
+
+@dataclass(frozen=True)
 class Service:
     hostname: str
     backend: str
@@ -58,6 +67,7 @@ class Service:
     probe_path: str | None
     home_server: str = ""  # HAProxy server name of the region's own gateway; "" = domain
     backups: tuple[Backup, ...] = ()  # in order of preference, as in haproxy.cfg
+    onebox: Onebox | None = None  # None: no one-box here (none, or switched off)
 
     @property
     def home(self) -> str:
@@ -236,6 +246,21 @@ def _backups(problems: list[str], s: _Reader, home_server: str) -> tuple[Backup,
     return tuple(out)
 
 
+def _onebox(s: _Reader, backend: str) -> Onebox | None:
+    """services[i].onebox: {backend, map_file}, or absent (no one-box on this proxy)."""
+    if s.raw("onebox", None) is None:
+        return None
+    o = s.sub("onebox")
+    name = o.string("backend", pattern=_SERVER, hint=": the HAProxy backend name of the "
+                    "service's one-box, such as be_fast_example_com_onebox")
+    map_file = o.path("map_file")
+    o.finish()
+    if name and name == backend:
+        o.problem(o.field("backend"), f"{name!r} is the service's regular backend: the "
+                  "one-box has its own (<backend>_onebox)")
+    return Onebox(name, map_file) if name and map_file else None
+
+
 def parse(data: Any, path: str = "<config>") -> Config:
     """A validated Config, or ConfigError listing every problem of ``data``."""
     problems: list[str] = []
@@ -295,9 +320,10 @@ def parse(data: Any, path: str = "<config>") -> Config:
                                hint=": the HAProxy server name of the region's own gateway "
                                "(its domain)") or domain
         backups = _backups(problems, s, home_server)
+        onebox = _onebox(s, backend)
         s.finish()
         services.append(Service(hostname, backend, domain, probe_path, home_server,
-                                backups))
+                                backups, onebox))
     for field in ("hostname", "backend"):
         values = [getattr(s, field) for s in services]
         for dup in sorted({v for v in values if v and values.count(v) > 1}):
@@ -316,8 +342,10 @@ def parse(data: Any, path: str = "<config>") -> Config:
     p.finish()
 
     # The longest tick: three Runtime API commands (info, stat, master's proc) at their
-    # timeouts; probes run beside them, in parallel.
-    worst_tick = max(3 * (haproxy.connect_timeout + haproxy.read_timeout),
+    # timeouts, a fourth with a one-box (its maps and fallback table in one round trip);
+    # probes run beside them, in parallel.
+    commands = 4 if any(s.onebox for s in services) else 3
+    worst_tick = max(commands * (haproxy.connect_timeout + haproxy.read_timeout),
                      probe.timeout if probe.enabled else 0.0)
     stale_after = top.number("stale_after", interval * 3 + worst_tick, 1.0, 600.0)
     drain_dir = top.path("drain_dir") or ""

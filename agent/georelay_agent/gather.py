@@ -1,4 +1,5 @@
-"""Gathering the raw facts of one observation: Runtime API, master CLI, probes, drain spool.
+"""Gathering the raw facts of one observation: Runtime API (with the one-box maps and
+fallback table), master CLI, probes, drain spool.
 
 Every step has a bounded duration, so one observation lasts at most the sum of its
 timeouts. Used by the collector's background loop and by the one-shot `check`.
@@ -11,7 +12,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from georelay_agent import drains
+from georelay_agent import drains, onebox
 from georelay_agent.config import Config
 from georelay_agent.haproxy_api import RuntimeAPI, RuntimeAPIError
 from georelay_agent.observation import Observation
@@ -71,6 +72,9 @@ class Gatherer:
             obs.backends = self.api.stat()
         except RuntimeAPIError as exc:
             obs.haproxy_error = str(exc)
+        if obs.haproxy_error is None:
+            obs.onebox, problems = onebox.read(self.api, self.config.services)
+            obs.problems += problems
         if self.master is not None and obs.haproxy_error is None:
             try:
                 obs.proc = self.master.proc()

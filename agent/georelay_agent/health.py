@@ -19,7 +19,7 @@ import os
 import time
 from typing import Any
 
-from georelay_agent import STATUS_SCHEMA_VERSION, __version__
+from georelay_agent import STATUS_SCHEMA_VERSION, __version__, onebox
 from georelay_agent.config import Config, Service
 from georelay_agent.drains import active
 from georelay_agent.haproxy_api import (
@@ -226,6 +226,9 @@ class HealthMachine:
                 "errors": {"connect": b.errors_connect, "response": b.errors_response,
                            "retries": b.retries} if b else None,
                 "http_5xx_ratio": rates.get(s.backend), "probe": None}
+            # A one-box without a usable server is a warning only: regular serves its users.
+            entry["onebox"], more = onebox.judge(s, obs.backends, obs.onebox)
+            warnings += more
             if st and not st.up and haproxy.up:
                 failing.append(st.reason or key)
             ratio = rates.get(s.backend)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -79,6 +80,7 @@ class SnapshotCollector(Collector):
                                      "1 for the backup region whose gateway serves the service "
                                      "while its home gateway is down", labels=[*svc,
                                                                                "backup_region"])
+        yield from _onebox(doc, labels)
         for s in doc["services"]:
             sl = [*labels, s["hostname"], s["backend"]]
             up.add_metric(sl, 1.0 if s["up"] else 0.0)
@@ -102,6 +104,37 @@ class SnapshotCollector(Collector):
                 if p["cert_not_after"] is not None:
                     cert.add_metric(sl, p["cert_not_after"])
         yield from (up, usable, home_up, bridging, req, e5, errs, probe_up, probe_s, cert)
+
+
+def _onebox(doc: dict[str, Any], labels: list[str]) -> Iterator[Metric]:
+    """The one-box of each service that has one on this proxy (README "One-box canary")."""
+    ol = ["proxy", "region", "service"]
+    percent = GaugeMetricFamily("georelay_agent_onebox_percent",
+                                "Share of users sent to the one-box (the running map value)",
+                                labels=ol)
+    usable = GaugeMetricFamily("georelay_agent_onebox_usable_servers",
+                               "Servers of the one-box backend able to take requests",
+                               labels=ol)
+    fallback = CounterMetricFamily("georelay_agent_onebox_fallback_requests",
+                                   "Requests of one-box users served by regular: the one-box had "
+                                   "no usable server (HAProxy's georelay_onebox_fallback "
+                                   "http_req_cnt; a reload resets it)", labels=ol)
+    falling = GaugeMetricFamily("georelay_agent_onebox_falling_back",
+                                "1 while the one-box has a percentage above 0 and no usable "
+                                "server: its users are served by regular", labels=ol)
+    for s in doc["services"]:
+        ob = s.get("onebox")
+        if ob is None:
+            continue
+        sl = [*labels, s["hostname"]]
+        if ob["percent"] is not None:
+            percent.add_metric(sl, float(ob["percent"]))
+        if ob["usable_servers"] is not None:
+            usable.add_metric(sl, float(ob["usable_servers"]))
+        if ob["fallback_requests"] is not None:
+            fallback.add_metric(sl, float(ob["fallback_requests"]))
+        falling.add_metric(sl, 1.0 if ob["falling_back"] else 0.0)
+    yield from (percent, usable, fallback, falling)
 
 
 def _gauge(name: str, doc: str, labels: list[str], value: float) -> GaugeMetricFamily:

@@ -1,6 +1,6 @@
 """What one observation saw: HAProxy's Runtime API and master CLI, the config file's age,
-probes, the drain spool. The gatherer makes them; the health state machine judges them.
-A value type only.
+the one-box maps and fallback table, probes, the drain spool. The gatherer makes them; the
+health state machine judges them. A value type only.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from georelay_agent.drains import Drain
 from georelay_agent.haproxy_api import BackendStat, ProcInfo
+from georelay_agent.onebox import Reading
 from georelay_agent.probe import ProbeResult
 
 
@@ -22,6 +23,7 @@ class Observation:
     haproxy_error: str | None = None
     proc: ProcInfo | None = None
     config_mtime: float | None = None
+    onebox: Reading | None = None  # one-box maps and fallback table (None: none or unread)
     probes: dict[str, ProbeResult] = field(default_factory=dict)  # fresh results only
     drains: list[Drain] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)

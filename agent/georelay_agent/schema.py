@@ -3,7 +3,8 @@
 ``schema_version`` changes whenever a field is removed, renamed or changes meaning; adding
 an optional field (or a new `state`) does not change it. `georelay-agent schema` prints this
 schema. Added to version 1 since: `state` "bridging", `agent.bridging_keeps_in_dns`,
-`services[].home`, `services[].bridging`, `services[].servers[].backup` and `.region`.
+`services[].home`, `services[].bridging`, `services[].servers[].backup` and `.region`,
+`services[].onebox`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ BRIDGING = _obj({"region": _STR, "server": _STR, "since": _NUM})
 PROBE = _obj({"path": _STR, "ok": {"type": "boolean"}, "status": _opt(_INT),
               "duration_s": _NUM, "error": _opt(_STR), "at": _NUM,
               "cert_not_after": _opt(_NUM), "up": {"type": "boolean"}})
+ONEBOX = _obj({"backend": _STR, "percent": _opt({"type": "integer"}),
+               "usable_servers": _opt(_INT), "status": _opt(_STR),
+               "requests_total": _opt(_INT), "http_5xx_total": _opt(_INT),
+               "fallback_requests": _opt(_INT), "falling_back": _BOOL})
 SERVICE = _obj({
     "hostname": _STR, "backend": _STR, "domain": _STR, "up": {"type": "boolean"},
     "reason": _opt(_STR), "since": _opt(_NUM), "status": _opt(_STR),
@@ -46,8 +51,9 @@ SERVICE = _obj({
     "requests_total": _opt(_INT), "http_5xx_total": _opt(_INT),
     "errors": _opt(_obj({"connect": _INT, "response": _INT, "retries": _INT})),
     "http_5xx_ratio": _opt({"type": "number", "minimum": 0, "maximum": 1}),
-    "probe": _opt(PROBE), "home": _opt(HOME), "bridging": _opt(BRIDGING)},
-    optional=("home", "bridging"))
+    "probe": _opt(PROBE), "home": _opt(HOME), "bridging": _opt(BRIDGING),
+    "onebox": _opt(ONEBOX)},
+    optional=("home", "bridging", "onebox"))
 DRAIN = _obj({"id": _STR, "reason": _STR, "who": _STR, "created": _NUM,
               "expires": _opt(_NUM), "active": {"type": "boolean"}})
 CHECK = _obj({"status": {"enum": ["OK", "WARNING", "CRITICAL", "UNKNOWN"]},
