@@ -21,9 +21,10 @@ from typing import Any, cast
 
 import jsonschema
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
-from georelay_agent.config import ConfigError, parse
+from georelay_agent.config import ConfigError, Onebox, parse
 from georelay_agent.gather import Gatherer
 from georelay_agent.health import HealthMachine
 from georelay_agent.metrics import AgentMetrics
@@ -32,7 +33,7 @@ from georelay_agent.onebox import parse as parse_answer
 from georelay_agent.schema import STATUS_SCHEMA
 from georelay_agent.snapshot import status_document
 from georelay_testing.agent_fleet import AgentFleet, make_fleet, parse_nagios
-from georelay_testing.fleet import running_fleet
+from georelay_testing.fleet import BIN, REPO, run, running_fleet
 
 HOST = "fast.example.com"
 ONEBOX_BACKEND = "be_fast_example_com_onebox"
@@ -89,6 +90,50 @@ def test_a_bad_onebox_names_the_field_and_the_fix(onebox: Any, message: str) -> 
     with pytest.raises(ConfigError) as err:
         parse(with_onebox(onebox), "agent.json")
     assert message in str(err.value).splitlines()[1:][0].strip()
+
+
+def test_the_role_renders_the_onebox_only_where_this_region_has_one(tmp_path: Path) -> None:
+    """roles/georelay_agent's template through Ansible: a service with its one-box here gets
+    onebox {backend, map_file}; one whose region switched it off (no one-box backend) and
+    one without a one-box get none."""
+    root = str(tmp_path)
+
+    def backend(host: str, onebox: Any) -> dict[str, Any]:
+        name = "be_" + host.replace(".", "_")
+        return {"name": name, "hostname": host, "domain": f"us-east-1-{host}",
+                "server": "127.0.10.1:8443", "resolve": False, "health_path": "/ping",
+                "backups": [], "onebox": onebox}
+
+    fact = {"name": "p1", "region": "us-east-1", "bind_address": "127.0.0.1", "https_port": 443,
+            "healthz_path": "/healthz", "probe_address": "127.0.0.1",
+            "service_manager": "process", "root": root,
+            "agent": {"address": "127.0.0.1", "port": 8405, "server": "127.0.0.1:8405"},
+            "paths": {"user_socket": f"{root}/run/haproxy/user.sock",
+                      "master_socket": f"{root}/run/haproxy-master.sock",
+                      "config": f"{root}/etc/haproxy/haproxy.cfg"},
+            "onebox": {"map_file": f"{root}{MAP}"},
+            "backends": [
+                backend(HOST, {"percent": 20, "backend": {"name": ONEBOX_BACKEND}}),
+                backend("off.example.com", {"percent": 20, "backend": None}),
+                backend("plain.example.com", None)]}
+    defaults = yaml.safe_load((REPO / "roles/georelay_agent/defaults/main.yml").read_text())
+    play = [{"hosts": "localhost", "gather_facts": False, "connection": "local",
+             "vars": {**{k: v for k, v in defaults.items() if "{{" not in str(v)},
+                      "georelay_proxy": fact,
+                      "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                      "georelay_agent_paths": {"drain_dir": f"{root}/drains",
+                                               "check_dir": f"{root}/check"}},
+             "tasks": [{"ansible.builtin.template": {
+                 "src": str(REPO / "roles/georelay_agent/templates/georelay-agent.json.j2"),
+                 "dest": str(tmp_path / "agent.json")}}]}]
+    (tmp_path / "render.yml").write_text(yaml.safe_dump(play))
+    out = run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "render.yml")],
+              timeout=60)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    c = parse(json.loads((tmp_path / "agent.json").read_text()))
+    assert [(s.hostname, s.onebox) for s in c.services] == [
+        (HOST, Onebox(ONEBOX_BACKEND, f"{root}{MAP}")), ("off.example.com", None),
+        ("plain.example.com", None)]
 
 
 # --- HAProxy's answers (as HAProxy 2.6.12 gives them) ---------------------------------------
