@@ -18,9 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {
     "georelay_model": REPO / "model/georelay_model",
     "georelay_dns": REPO / "dns/georelay_dns",
+    "georelay_rollout": REPO / "rollout/georelay_rollout",
     "georelay_agent": REPO / "agent/georelay_agent",
 }
-RUNTIME = ("georelay_model", "georelay_dns")
+RUNTIME = ("georelay_model", "georelay_dns", "georelay_rollout")
 DEV_ONLY = ("georelay_lab", "georelay_tools", "tests")
 
 
