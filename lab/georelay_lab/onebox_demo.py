@@ -179,7 +179,7 @@ class Split:
             f"   gateways: one-box {onebox or '(switched off in this region)'}, regular "
             f"{self.service.apigw_domain(self.proxy.region)}; the bucket's cookie: "
             f"{self.cookie}",
-            f"   each user: its own User-Agent (\"{user_agent(0).split(';')[0]}; demo user N) "
+            f"   each user: its own User-Agent (\"{user_agent(0).split('; demo')[0]}; demo user N) "
             "...\"), its own connection, a request without a cookie, then one with it"])
 
     def users(self, count: int, percent: int) -> Iterator[tuple[str, bool]]:
