@@ -264,10 +264,13 @@ class StandIns:
                     yield f"{label} -> HTTP {reply.status}", False
                     continue
                 echo = reply.json()
+                # A service with a one-box: this client (no cookie) was bucketed like a user.
+                part = echo.get("x_req_partition") or []
                 yield (f"{label} -> {reply.status} from {echo['region']}: gateway got "
                        f"Host={echo['host']} SNI={echo['sni']} "
                        f"X-Forwarded-Host={echo['x_forwarded_host']} "
-                       f"X-Forwarded-For={echo['x_forwarded_for']}"), True
+                       f"X-Forwarded-For={echo['x_forwarded_for']}"
+                       + (f" X-Req-Partition={','.join(part)}" if part else "")), True
 
     def health(self, check: Callable[[str, list[str]], subprocess.CompletedProcess[str]]
                | None = None) -> Iterator[tuple[str, bool]]:
