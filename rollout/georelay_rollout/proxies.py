@@ -68,9 +68,9 @@ class CallbackModule(CallbackBase):
         super().__init__(*args, **kwargs)
         self._out = open(os.environ["GEORELAY_ONEBOX_EVENTS"], "a", encoding="utf-8")
 
-    def _emit(self, result, event, **data):
-        line = {"host": _of(result, "host").get_name(), "event": event,
-                "task": _of(result, "task").get_name(), **data}
+    def _emit(self, task_result, event, **data):
+        line = {"host": _of(task_result, "host").get_name(), "event": event,
+                "task": _of(task_result, "task").get_name(), **data}
         self._out.write(json.dumps(line, default=str) + "\\n")
         self._out.flush()
 
@@ -134,19 +134,19 @@ def extra_vars(service: str, percent: int | None, hold: str | None) -> dict[str,
     if not isinstance(service, str) or not service.strip():
         raise RequestError(f"service: {service!r} is not a public hostname; name the service, "
                            "e.g. fast.example.com")
-    out: dict[str, Any] = {"georelay_onebox_service": service.strip()}
+    out: dict[str, Any] = {"onebox_service": service.strip()}
     if percent is not None:
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
             raise RequestError(f"percent: {percent!r} is not a whole number from 0 to 100; give "
                                "the share of users for the one-box, or None to only read")
-        out["georelay_onebox_percent"] = percent
+        out["onebox_percent"] = percent
     if hold is not None:
         if percent is None:
             raise RequestError("hold: needs percent (a hold keeps a value set with percent)")
         if not isinstance(hold, str) or not HOLDER.match(hold):
             raise RequestError(f"hold: {hold!r} is not 1-128 letters, digits or _.:@- (the "
                                "owner, e.g. a rollout id)")
-        out["georelay_onebox_hold"] = hold
+        out["onebox_hold"] = hold
     return out
 
 
