@@ -226,6 +226,9 @@ def test_bad_requests_are_refused_before_anything_is_touched(fleet: DeployedFlee
 
     with pytest.raises(ProxiesError, match="no proxy answered: inventory /nonexistent"):
         proxies.run("/nonexistent/inventory", HOST)
+    # A bounded run: cut (with everything ansible-playbook started) when the time is up.
+    with pytest.raises(ProxiesError, match=r"did not finish within 0\.5s and no proxy answered"):
+        proxies.run(inventory, HOST, percent=10, timeout=0.5)
 
     # The playbook itself refuses what an operator can type.
     proc = fleet.play("-e", f"onebox_service={HOST}", "-e",
