@@ -28,6 +28,7 @@ HELP: dict[str, tuple[bool, tuple[str, ...]]] = {
     "georelay-lab": (True, ("--help",)),
     "georelay-tools": (True, ("--help",)),
     "georelay-agent": (True, ("--help",)),
+    "georelay-rollout": (True, ("--help",)),
     "ansible-playbook": (False, ("--help",)),
     "ansible": (False, ("--help",)),
     "ansible-inventory": (False, ("--help",)),

@@ -24,6 +24,9 @@ REGIONS = {"us-east-1": ["e1", "e2"], "us-west-2": ["w1", "w2"]}
 # Fast agent and checks, so a staged failure shows in a second or two (tests/agent does so).
 FAST = {"georelay_agent_interval": 0.5, "georelay_agent_rise": 2, "georelay_agent_fall": 2,
         "georelay_dns_health_search": "georelay-healthy"}
+# fast.example.com has a one-box (canary) gateway per region, 0% of users when no rollout
+# runs (README "One-box canary"; canary-unhealthy.md rolls it out); api.example.com has none.
+ONEBOX = {"onebox_domain": "{region}-onebox-fast.example.com", "onebox_percent": 0}
 AWS = {"AWS_ACCESS_KEY_ID": "georelay-lab", "AWS_SECRET_ACCESS_KEY": "georelay-lab",
        "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -37,6 +40,11 @@ class RunbookFleet(DeployedFleet):
     @property
     def route53_listen(self) -> str:
         return f"127.0.{self.net}.200:5300"
+
+    @property
+    def rollout_state_dir(self) -> Path:
+        """Where georelay-rollout keeps this fleet's rollouts (GEORELAY_ROLLOUT_STATE_DIR)."""
+        return self.base / "rollouts"
 
     def aws_env(self) -> dict[str, str]:
         return {**AWS, "AWS_ENDPOINT_URL_ROUTE_53": route53.endpoint(self.route53_listen)}
@@ -68,6 +76,7 @@ class RunbookFleet(DeployedFleet):
             "ROOT": root,
             "AGENT": f"{root}/opt/georelay-agent/venv/bin/georelay-agent",
             "GATEWAY": service["apigw_domain"].format(region=region),
+            "ONEBOX": service.get("onebox_domain", "").format(region=region),
             "APIGW_ADDR": "{}:{}".format(*self.gateway(region)),
             "TLS_PEM": str(self.lab_dir / "certs/public.pem"),
         }
@@ -78,7 +87,8 @@ class RunbookFleet(DeployedFleet):
                 "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                 # the lab CA stands in for the system's store (curl, openssl)
                 "CURL_CA_BUNDLE": self.ca_file, "SSL_CERT_FILE": self.ca_file,
-                "ANSIBLE_PIPELINING": "1", **self.aws_env(), **variables}
+                "ANSIBLE_PIPELINING": "1", **self.aws_env(),
+                "GEORELAY_ROLLOUT_STATE_DIR": str(self.rollout_state_dir), **variables}
 
     def run_block(self, block: Block, variables: dict[str, str]) -> tuple[int, str]:
         script = "set -eu -o pipefail\n" + block.code
@@ -143,6 +153,7 @@ class RunbookFleet(DeployedFleet):
                 subprocess.run([str(agent), "undrain"], capture_output=True, timeout=30,
                                check=True)
                 fixed.append(f"{host}: drains removed: {left}")
+        fixed += self._reset_onebox()
         with ThreadPoolExecutor(2) as pool:  # two reads of Route53 at once
             reading = pool.submit(self.dns, "simulate", "--from", self.regions_list()[0],
                                   "--live")
@@ -161,6 +172,29 @@ class RunbookFleet(DeployedFleet):
                          f"{applied.returncode})")
         for host in self.proxy_names():
             self.wait_healthz(host, 200)
+        return fixed
+
+    def onebox_map(self, host: str) -> str:
+        return (self.root(host) / "etc/haproxy/onebox-percent.map").read_text()
+
+    def _reset_onebox(self) -> list[str]:
+        """Gateway faults cleared; one-box percentages still held by a rollout handed back to
+        the inventory's onebox_percent (georelay-rollout release does that)."""
+        fixed = []
+        lab = self.lab()
+        faults = lab.faults()
+        if faults:
+            lab.clear_fault()
+            fixed.append(f"gateway faults cleared: {sorted(faults)}")
+        for s in self.services:
+            held = [h for h in self.proxy_names()
+                    if f"#held {s['hostname']} " in self.onebox_map(h)]
+            if not s.get("onebox_domain") or not held:
+                continue
+            run([str(BIN / "ansible-playbook"), "-i", str(self.inventory),
+                 "playbooks/onebox.yml", "-e", f"onebox_service={s['hostname']}",
+                 "-e", f"onebox_percent={s.get('onebox_percent', 0)}"], check=True)
+            fixed.append(f"{s['hostname']}: one-box percentage held on {held}: released")
         return fixed
 
     def regions_list(self) -> list[str]:
@@ -184,7 +218,8 @@ def make(base: Path, **kw: Any) -> RunbookFleet:
 @contextmanager
 def runbook_fleet() -> Iterator[RunbookFleet]:
     with running_fleet(make=make, regions={r: list(ps) for r, ps in REGIONS.items()},
-                       services=[dict(s) for s in SERVICES], https_port=443, http_port=80,
+                       services=[{**SERVICES[0], **ONEBOX}, *(dict(s) for s in SERVICES[1:])],
+                       https_port=443, http_port=80,
                        all_vars=dict(FAST)) as fleet:
         assert isinstance(fleet, RunbookFleet)
         fleet.start_route53()

@@ -24,7 +24,8 @@ from georelay_testing.runbook_doc import (
 
 SITUATIONS = {"proxy-unhealthy.md", "region-gateway-down.md", "region-lost.md",
               "all-regions-unhealthy.md", "certificate-expiring.md", "reload-failed.md",
-              "route53-throttled.md", "maintenance-proxy.md", "maintenance-region.md"}
+              "route53-throttled.md", "maintenance-proxy.md", "maintenance-region.md",
+              "canary-unhealthy.md"}
 BOOKS = runbooks()
 IDS = [b.name for b in BOOKS]
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")

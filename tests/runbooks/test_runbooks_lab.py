@@ -9,8 +9,13 @@ runbook itself must have undone what it did (`reset` finds nothing to fix).
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +25,10 @@ import boto3
 import pytest
 from test_runbook_docs import SITUATIONS
 
+from georelay_agent.haproxy_api import parse_stat
 from georelay_agent.haproxy_runtime import ProcInfo, send, show_proc
 from georelay_lab import certs
-from georelay_testing.runbook_doc import Block, Runbook, runbooks
+from georelay_testing.runbook_doc import REPO, Block, Runbook, runbooks
 from georelay_testing.runbook_lab import RunbookFleet
 
 USAGE_ERRORS = re.compile(r"No such option|No such command|unrecognized arguments|"
@@ -198,6 +204,66 @@ def interrupted_apply(fleet: RunbookFleet, _v: dict[str, str]) -> None:
         {"Action": "UPSERT", "ResourceRecordSet": {**victim, "Weight": 7}}]})
 
 
+ROLLOUT = str(Path(sys.executable).with_name("georelay-rollout"))
+
+
+def onebox_domains(fleet: RunbookFleet, service: str) -> list[str]:
+    pattern = next(s["onebox_domain"] for s in fleet.services if s["hostname"] == service)
+    return [pattern.format(region=region) for region in fleet.regions]
+
+
+def rollout_doc(fleet: RunbookFleet, service: str) -> dict[str, object]:
+    path = fleet.rollout_state_dir / "georelay" / f"{service}.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def onebox_usable(fleet: RunbookFleet, host: str) -> int:
+    """The usable servers of $HOST's one-box backends (HAProxy's `show stat`)."""
+    backends = parse_stat(fleet.show_stat(host)).values()
+    return min(b.usable_servers for b in backends if b.name.endswith("_onebox"))
+
+
+def failing_canary(fleet: RunbookFleet, v: dict[str, str]) -> None:
+    """A rollout of $SERVICE at its first step (20%) whose controller was killed (kill -9);
+    then the one-box gateways of every region fail, their health checks included: every
+    proxy's one-box backend has no usable server, and nothing aborts."""
+    service = v["SERVICE"]
+    proc = subprocess.Popen(
+        [ROLLOUT, "start", service, "--release", "v43", "--steps", "20,50,100", "--bake", "10m",
+         "--interval", "2s", "-i", v["INVENTORY"]], cwd=REPO, env=fleet.env(v),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for("the rollout's first step applied and read back",
+                 lambda: rollout_doc(fleet, service).get("applied") is True, timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    assert "step 1/3: 20% of users on the one-box" in out, out[-3000:]
+    lab = fleet.lab()
+    for domain in onebox_domains(fleet, service):
+        lab.set_fault(domain, 503, 1.0, health_checks=True)
+    for host in fleet.proxy_names():
+        wait_for(f"{host}'s agent to see the one-box without a usable server",
+                 lambda h=host: "has no usable server" in agent(fleet, h, "check").stdout)
+
+
+def onebox_fixed(fleet: RunbookFleet, v: dict[str, str]) -> None:
+    """The one-box release is fixed: its gateways answer again and HAProxy takes them back."""
+    fleet.lab().clear_fault()
+    for host in fleet.proxy_names():
+        wait_for(f"{host}'s one-box backend to have its servers back",
+                 lambda h=host: onebox_usable(fleet, h) > 0)
+
+
+def forget_rollouts(fleet: RunbookFleet, _v: dict[str, str]) -> None:
+    """The lab's faults and the rollout's state on the control node (not the page's job)."""
+    fleet.lab().clear_fault()
+    shutil.rmtree(fleet.rollout_state_dir, ignore_errors=True)
+
+
 SITUATIONS_STAGED: dict[str, Situation] = {
     "maintenance-proxy.md": Situation("w1"),
     "maintenance-region.md": Situation("e1"),
@@ -212,6 +278,8 @@ SITUATIONS_STAGED: dict[str, Situation] = {
         "e2", stage=gateways("stop", "us-east-1", "us-west-2", then=("e1", "e2", "w1", "w2")),
         heal=gateways("start", "us-east-1", "us-west-2", then=("e1", "e2", "w1", "w2"))),
     "route53-throttled.md": Situation("e1", stage=interrupted_apply),
+    "canary-unhealthy.md": Situation("e2", stage=failing_canary, heal=onebox_fixed,
+                                     cleanup=forget_rollouts),
     "reload-failed.md": Situation("w2", stage=break_reload("w2"),
                                   cleanup=forget_check_history("w2")),
     # Its rollback puts the expiring certificate back: verify the renewal before it.
