@@ -254,3 +254,17 @@ def test_bad_input_is_refused_naming_the_fix(fleet, state):
     got = cli(fleet, state, "start", HOST, "--release", "bad release")
     assert got.returncode == 1 and "--release" in got.stderr
     assert not (state / "georelay" / f"{HOST}.json").exists()
+
+
+def test_the_rollout_demo_aborts_at_step_2_and_everyone_is_back(fleet):
+    """make demo-rollout (georelay-tools rollout-demo), on this fleet."""
+    tools = str(Path(sys.executable).with_name("georelay-tools"))
+    got = subprocess.run([tools, "rollout-demo", "-i", str(fleet.inventory), "--lab-dir",
+                          str(fleet.lab_dir)], cwd=REPO, capture_output=True, text=True,
+                         timeout=400, check=False)
+    out = got.stdout
+    assert got.returncode == 0, out[-5000:] + got.stderr[-2000:]
+    assert "ROLLOUT DEMO PASSED" in out and "[UNEXPECTED]" not in out
+    assert "the controller aborted the rollout at step 2" in out
+    assert "{'regular': 200}" in out
+    assert not fleet.lab().faults()  # the fault it set is cleared
