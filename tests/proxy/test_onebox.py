@@ -2,7 +2,7 @@
 stand-in gateways (a gateway that gets a Host or SNI other than one of its own custom
 domains refuses), deployed with the real role through ansible-playbook.
 
-Each region's stand-in gateway serves the region's regular and one-box domains; the fleet is
+The lab's stand-in gateway of each region serves its regular and one-box domains; the fleet is
 us-east-1 (e1, one-box on) and us-west-2 (w1, one-box switched off by
 georelay_onebox_enabled: false). The percentage is changed through the Runtime API with
 haproxy_runtime.set_onebox_percent, the primitive a rollout controller uses.
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import http.client
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 
 from georelay_agent import haproxy_runtime as rt
-from georelay_lab import certs, client
+from georelay_lab import client
 from georelay_model import fleet_from_hostvars
 from georelay_model.facts import proxy_facts
 from georelay_testing.fleet import DeployedFleet, running_fleet, unix_cli
@@ -37,37 +35,12 @@ CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
           "Chrome/{v}.0.0.0 Safari/537.36")
 
 
-def start_gateways(fleet: DeployedFleet, procs: list[subprocess.Popen[bytes]]) -> None:
-    """In place of the lab's gateway of each region, the same strict stand-in serving the
-    region's regular and one-box domains."""
-    ca = certs.authority(fleet.lab_dir / "certs")
-    for region in fleet.regions:
-        fleet.lab().stop_gateway(region)
-        domains = [SERVICE["apigw_domain"].replace("{region}", region),
-                   SERVICE["onebox_domain"].replace("{region}", region)]
-        pem = fleet.base / f"gateway-{region}.pem"
-        pem.write_bytes(certs.issue(ca, domains))
-        ip, port = fleet.apigw_address(region).split(":")
-        code = ("from georelay_lab.gateway import serve; "
-                f"serve(({ip!r}, {port}), {region!r}, {domains!r}, {str(pem)!r})")
-        with open(fleet.base / f"gateway-{region}.log", "wb") as log:
-            procs.append(subprocess.Popen([sys.executable, "-c", code], stderr=log))
-    time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[DeployedFleet]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        with running_fleet(regions={"us-east-1": ["e1"], "us-west-2": ["w1"]},
-                           services=[dict(SERVICE)],
-                           host_vars={"w1": {"georelay_onebox_enabled": False}},
-                           before_deploy=lambda f: start_gateways(f, procs)) as f:
-            yield f
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(10)
+    with running_fleet(regions={"us-east-1": ["e1"], "us-west-2": ["w1"]},
+                       services=[dict(SERVICE)],
+                       host_vars={"w1": {"georelay_onebox_enabled": False}}) as f:
+        yield f
 
 
 def map_file(fleet: DeployedFleet, proxy: str) -> str:
