@@ -251,7 +251,9 @@ def _ask(store: Store, r: Rollout, action: str, reason: str, act: Callable[[Cont
             if store.holder(r.service) is None:  # the controller acted on it and ended
                 break
         done = _load(store, r.service)
-        click.echo(f"{r.service} ({done.release}) is now {done.status} at {done.percent}%"
+        where = ("0% on every proxy" if done.status == "aborted"
+                 else f"{done.percent}%")
+        click.echo(f"{r.service} ({done.release}) is now {done.status} ({where})"
                    + (f": {done.reason}" if done.reason else ""))
         return
     try:
@@ -373,8 +375,10 @@ def status_cmd(service: str | None, live: bool, output: str, inventory: str,
 
 
 def _show(r: Rollout, doc: dict[str, Any], cmd: Commands) -> None:
+    share = (f"the step's {r.percent}%; the proxies run 0%" if r.status == "aborted"
+             else f"{r.percent}%")
     click.echo(f"{r.service}: release {r.release}, {r.status} at step {r.step + 1}/"
-               f"{len(r.steps)} ({r.percent}%), steps {','.join(map(str, r.steps))}, "
+               f"{len(r.steps)} ({share}), steps {','.join(map(str, r.steps))}, "
                f"baked {duration(r.baked_s)} of {duration(r.bake_s)}"
                + (f"; {r.reason}" if r.reason else ""))
     click.echo(f"  started {r.started_at} by {r.started_by}")
@@ -392,9 +396,15 @@ def _show(r: Rollout, doc: dict[str, Any], cmd: Commands) -> None:
                                  f"regular {x['regular_5xx']}/{x['regular_requests']}, "
                                  f"fallback {x['fallback_requests']}"
                                  if x["ok"] else f"no answer: {x['error']}"))
+    released = next((e for e in reversed(r.history) if e["event"] == "released"), None)
+    if released is not None and not r.active:
+        click.echo(f"  released {released['at']} by {released.get('by')}: the proxies run the "
+                   f"inventory's onebox_percent ({released.get('percent')}%) again")
     next_step = {"running": f"{cmd.pause} | {cmd.abort} | {cmd.line('promote')}",
                  "paused": f"{cmd.resume} | {cmd.abort}",
                  "aborting": cmd.abort, "aborted": cmd.release_cmd,
                  "completed": cmd.release_cmd}.get(r.status)
+    if released is not None and not r.active:
+        next_step = f"georelay-rollout start {r.service} --release R -i {cmd.inventory}"
     if next_step:
         click.echo(f"  next: {next_step}")

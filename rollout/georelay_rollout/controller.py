@@ -123,6 +123,8 @@ class Controller:
         """0% on every targeted proxy, read back. The 0% stays held by the rollout, so a
         playbook run does not bring the inventory's onebox_percent back."""
         r = self.r
+        if r.status in ("aborting", "aborted") and r.reason and reason not in r.reason:
+            reason = f"{r.reason}; then {reason}"  # the first reason stays readable
         r.status, r.reason = "aborting", reason
         r.event("aborting", reason=reason)
         self.save()
