@@ -103,6 +103,7 @@ class Bench:
         self.gateway_keepalive_requests = gateway_keepalive_requests
         self.duration = duration
         self.connections = connections
+        self.headers: list[str] = []  # --variant-header: sent by wrk with every request
         self.reps = reps
         self.a = cfg.Addresses()
         self.certs = work / "certs"
@@ -220,7 +221,8 @@ class Bench:
         hosts.write_text(f"127.0.0.1 localhost\n{ip} {host}\n")
         port = self.a.gateway_port if host == cfg.DOMAIN else 443
         args = ["wrk", "-t1", f"-c{self.connections}", f"-d{self.duration}s", "--latency",
-                *(["-H", "Connection: close"] if close else []), f"https://{host}:{port}{path}"]
+                *(["-H", "Connection: close"] if close else []),
+                *[a for h in self.headers for a in ("-H", h)], f"https://{host}:{port}{path}"]
         script = f'mount --bind {hosts} /etc/hosts && exec "$@"'
         cpus = ",".join(str(c) for c in sorted(self.load_cpus))
         proc = subprocess.run(["taskset", "-c", cpus, "unshare", "-m", "sh", "-c", script,
@@ -387,6 +389,9 @@ def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
                    "onebox_percent=N gives the service a one-box)")
 @click.option("--variant-path", default="/small", show_default=True,
               type=click.Choice(["/small", "/large"]), help="body for --variant runs")
+@click.option("--variant-header", "variant_headers", multiple=True, metavar="'NAME: VALUE'",
+              help="--variant runs send this header with every request (repeat), e.g. "
+                   "'Cookie: georelay_partition=50' for a returning one-box user")
 @click.option("--variant-new-conn", is_flag=True,
               help="--variant runs with a new connection per request")
 @click.option("--gateway-keepalive-requests", type=click.IntRange(min=1),
@@ -399,8 +404,8 @@ def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
                    "(default where there are 2 CPUs or more)")
 def command(duration: int, connections: int, reps: int, idle: int, work: Path,
             json_path: Path | None, variant_specs: tuple[str, ...], variant_path: str,
-            variant_new_conn: bool, gateway_keepalive_requests: int, memory_only: bool,
-            pin: bool) -> None:
+            variant_headers: tuple[str, ...], variant_new_conn: bool,
+            gateway_keepalive_requests: int, memory_only: bool, pin: bool) -> None:
     """georelay's generated HAProxy side by side with an nginx relay, the seed config and
     direct (make bench); root, on a quiet machine."""
     variants = variants_of(variant_specs)
@@ -417,7 +422,13 @@ def command(duration: int, connections: int, reps: int, idle: int, work: Path,
         finally:
             bench.stop()
         return
+    for h in variant_headers:
+        if ":" not in h or not h.split(":", 1)[0].strip():
+            raise click.BadParameter(f"{h!r}: write 'NAME: VALUE', e.g. "
+                                     "'Cookie: georelay_partition=50'",
+                                     param_hint="--variant-header")
     if variants:
+        bench.headers = list(variant_headers)
         try:
             bench.prepare()
             ratios = bench.compare(variants, reps, variant_path, variant_new_conn)
