@@ -163,7 +163,7 @@ class GatewayServer(ThreadingHTTPServer):
 
     def count(self, key: str) -> int:
         with self.lock:
-            self.stats[key] += 1
+            self.stats[key] = self.stats.get(key, 0) + 1
             return self.stats[key]
 
 
@@ -244,7 +244,14 @@ class GatewayHandler(BaseHTTPRequestHandler):
             "connection": self.conn_id,
             "request_on_connection": self.requests_here,
             "x_req_partition": self.headers.get_all("X-Req-Partition") or [],
+            "accept": self.headers.get_all("Accept") or [],
+            # Requests for this path so far, this one included (health checks have their own).
+            "path_requests": self.server.count("path " + url.path),
         }
+        if url.path == "/lab/requests":  # how many requests a path (as sent) has had here
+            with self.server.lock:
+                echo = {"path": query.get("path", ""),
+                        "requests": self.server.stats.get("path " + query.get("path", ""), 0)}
         if url.path == "/ping":
             echo = {"ping": "pong", "region": self.server.region}
         body = json.dumps(echo, sort_keys=True).encode()
@@ -260,6 +267,11 @@ class GatewayHandler(BaseHTTPRequestHandler):
         }
         if "vary" in query:
             headers["Vary"] = query["vary"]
+        if "cacheable" in query:  # a response an edge cache may store (and revalidate)
+            headers.update({"Cache-Control": "max-age=60", "ETag": '"lab-v1"',
+                            "Last-Modified": "Mon, 01 Jan 2024 00:00:00 GMT"})
+        if "set_cookie" in query:
+            headers["Set-Cookie"] = f"session={query['set_cookie']}; Path=/; HttpOnly"
         if query.get("reset") == "1":
             self.send_response(200)
             self.send_header("Content-Length", str(len(body) * 4))

@@ -40,6 +40,13 @@ VARS: tuple[Var, ...] = (
         "Strict or None"),
     Var("georelay_onebox_hash", "all", ["src", "user-agent"],
         "what buckets a user without a valid cookie: src, user-agent, header:NAME"),
+    Var("georelay_ip_ranges_file", "all", None,
+        "control-node path of AWS's ip-ranges.json: the map of regional_redirects"),
+    Var("georelay_proxy_protocol", "all", False,
+        "listeners take the PROXY protocol (v1/v2) header of a load balancer in front"),
+    Var("georelay_proxy_protocol_from", "all", [],
+        "networks whose connections must start with a PROXY header; empty: every address "
+        "but loopback (the health agent's probe)"),
     Var("aws_region", "region", None, "AWS region of the group, e.g. us-east-1"),
     Var("georelay_apigw_address", "region", None, "ip:port (or host:port) of the gateway"),
     Var("georelay_backup_regions", "region", None,
@@ -169,6 +176,9 @@ RETIRED: dict[str, str] = {
         "remove it: since 0.2.0 the agent's wheel is built from the collection's agent/"),
 }
 
-SERVICE_KEYS: frozenset[str] = frozenset({"hostname", "apigw_domain", "health_path",
-                                          "onebox_domain", "onebox_percent"})
+SERVICE_KEYS: frozenset[str] = frozenset({
+    "hostname", "apigw_domain", "health_path", "onebox_domain", "onebox_percent",
+    # Edge rules (model/georelay_model/edge.py, README "Edge rules")
+    "deny_paths", "deny_status", "accept_classes", "accept_default", "edge_cache",
+    "regional_redirects"})
 

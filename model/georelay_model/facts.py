@@ -43,6 +43,12 @@ def paths_below(root: str) -> dict[str, str]:
         # The one-box percentages: HAProxy loads it at start; a runtime change (`set map`)
         # rewrites it too (plugins/module_utils/haproxy_runtime.py), so a reload keeps it.
         "onebox_map": p("etc/haproxy/onebox-percent.map"),
+        # Edge rules (README "Edge rules"): each service's deploy version (runtime `set map`
+        # rewrites it too, like the one-box map), the AWS ip-ranges map of regional
+        # redirects, and one pattern file of denied paths per service.
+        "edge_version_map": p("etc/haproxy/edge-version.map"),
+        "ip_ranges_map": p("etc/haproxy/aws-ip-ranges.map"),
+        "edge_dir": p("etc/haproxy/edge"),
     }
 
 
@@ -101,6 +107,7 @@ def _backend(fleet: Fleet, region: Region, backup_regions: tuple[Region, ...],
         # a backup to go to (haproxy.cfg.j2 explains why).
         "mark_down_on_errors": bool(backups),
     }
+    out["edge"] = _edge(service, out["name"])
     if not onebox:
         # The one-box of this service here: None when it has none or the region switched
         # it off (the service then still overwrites X-Req-Partition: regular).
@@ -112,6 +119,28 @@ def _backend(fleet: Fleet, region: Region, backup_regions: tuple[Region, ...],
     return out
 
 
+def _edge(service: Service, backend: str) -> dict[str, Any]:
+    """A service backend's edge rules as the template renders them (README "Edge rules")."""
+    e = service.edge
+    cache = e.cache
+    return {
+        "deny": list(e.deny_paths),
+        "deny_file": f"{service.hostname}.deny" if e.deny_paths else None,
+        "deny_status": e.deny_status,
+        "accept": ({"classes": [{"contains": c.contains, "value": c.value}
+                                for c in e.accept_classes], "default": e.accept_default}
+                   if e.normalises_accept else None),
+        # One cache section per service, shared by its one-box backend (its key differs).
+        "cache": None if cache is None else {
+            "name": "georelay_" + service.backend_name.removeprefix("be_"),
+            "max_age": cache.max_age, "max_object_size": cache.max_object_size,
+            "total_size": cache.total_size, "header": cache.header, "backend": backend},
+        "redirect": None if not e.redirects else {
+            "suffixes": list(e.redirect_suffixes),
+            "origins": [{"region": r, "url": u} for r, u in e.redirect_origins]},
+    }
+
+
 def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
     """The normalised view of one proxy that roles/haproxy/templates/haproxy.cfg.j2 renders
     (and roles/georelay_agent's agent.json)."""
@@ -119,8 +148,9 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
     region = fleet.region(proxy.region)
     paths = proxy_paths(proxy)
     backup_regions = fleet.backups_of(region.name)
+    services = fleet.services
     backends = [_backend(fleet, region, backup_regions, service, onebox=False)
-                for service in fleet.services]
+                for service in services]
     onebox = [b for b in backends if b["onebox"] is not None]
     return {
         "name": proxy.name,
@@ -165,9 +195,32 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
             "hash": [_hash_fetch(item) for item in fleet.onebox.hash],
             "fallback_table": "georelay_onebox_fallback",
         },
+        "edge": _edge_facts(fleet, services, paths),
         "bridging_keeps_in_dns": region.bridging_keeps_in_dns,
         # Why the backups come in their order (inventory, measured, or partly estimated).
         "backup_order": fleet.backup_order_note(region.name),
         "agent": {"address": proxy.agent.host, "port": proxy.agent.port,
                   "server": proxy.agent.haproxy},
+    }
+
+
+def _edge_facts(fleet: Fleet, services: tuple[Service, ...],
+                paths: dict[str, str]) -> dict[str, Any]:
+    """The fleet's edge files and switches (README "Edge rules")."""
+    edge = fleet.edge
+    cached = [s.hostname for s in services if s.edge.cache is not None]
+    return {
+        "version_map": paths["edge_version_map"],
+        "ip_map": paths["ip_ranges_map"],
+        "dir": paths["edge_dir"],
+        "cached": cached,
+        # Responses a cache may store get their one-box cookie, HSTS and Vary after the
+        # store (http-after-response): what http-response adds is stored and replayed.
+        "after_store": bool(cached),
+        "deny_files": {f"{s.hostname}.deny": list(s.edge.deny_paths)
+                       for s in services if s.edge.deny_paths},
+        "redirecting": any(s.edge.redirects for s in services),
+        "ip_ranges_source": edge.ip_ranges_file,
+        "proxy_protocol": edge.proxy_protocol,
+        "proxy_protocol_from": list(edge.proxy_protocol_from),
     }

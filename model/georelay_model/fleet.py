@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from georelay_model.edge import EdgeRules, EdgeSettings
 from georelay_model.latency import Latency
 from georelay_model.reader import default_int, default_str
 
@@ -25,6 +26,8 @@ class Service:
     onebox_domain_pattern: str | None = None
     # Share of users (0-100) sent to the one-box when no rollout holds another value.
     onebox_percent: int = 0
+    # What the proxy answers itself: denied paths, Accept classes, cache, redirects (edge.py).
+    edge: EdgeRules = field(default_factory=EdgeRules)
 
     def apigw_domain(self, region: str) -> str:
         return self.apigw_domain_pattern.replace("{region}", region)
@@ -173,6 +176,7 @@ class Fleet:
     # Round trips between regions: georelay_region_latency, else the shipped measurements
     latency: Latency = field(default_factory=Latency, compare=False)
     onebox: OneboxSettings = field(default_factory=OneboxSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     @property

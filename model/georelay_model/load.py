@@ -90,7 +90,7 @@ def fleet_from_hostvars(hostvars: Mapping[str, Mapping[str, Any]], *,
         raise InventoryError(r.problems)
     return Fleet(zone=settings.zone, services=services, regions=regions,
                  tls_pem=settings.tls_pem, backend_ca=settings.backend_ca, dns=settings.dns,
-                 latency=settings.latency, onebox=settings.onebox)
+                 latency=settings.latency, onebox=settings.onebox, edge=settings.edge)
 
 
 def _backup_regions(r: Reader, region: str, seen: Mapping[str, tuple[str, object]],

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from georelay_model.contract import SERVICE_KEYS, VARS
+from georelay_model.edge import EdgeSettings, check_redirect_source, read_edge_settings, read_rules
 from georelay_model.fleet import DirectTarget, DnsSettings, HealthSettings, OneboxSettings, Service
 from georelay_model.latency import Latency, read_latency
 from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
@@ -28,6 +29,7 @@ FLEET_WIDE: tuple[str, ...] = (
     "georelay_region_latency", "georelay_region_latency_source",
     "georelay_onebox_cookie", "georelay_onebox_cookie_max_age",
     "georelay_onebox_cookie_samesite", "georelay_onebox_hash",
+    "georelay_ip_ranges_file", "georelay_proxy_protocol", "georelay_proxy_protocol_from",
     *(v.name for v in VARS if v.name.startswith("georelay_dns_")
       and v.name != "georelay_dns_force"))
 DNS_MODES = ("proxy", "direct")
@@ -52,6 +54,7 @@ class FleetSettings:
     dns: DnsSettings
     latency: Latency
     onebox: OneboxSettings
+    edge: EdgeSettings
 
 
 def read_settings(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> FleetSettings:
@@ -63,10 +66,12 @@ def read_settings(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> Fleet
     tls_pem = _path(r, "georelay_tls_pem", raw.get("georelay_tls_pem"), required=True)
     backend_ca = _path(r, "georelay_backend_ca", raw.get("georelay_backend_ca"),
                        required=False)
+    edge = read_edge_settings(r, raw)
+    check_redirect_source(r, services, edge)
     return FleetSettings(zone, services, tls_pem, backend_ca, _dns(r, raw, services),
                          read_latency(r, raw.get("georelay_region_latency"),
                                       raw.get("georelay_region_latency_source")),
-                         _onebox(r, raw))
+                         _onebox(r, raw), edge)
 
 
 def _agreed(r: Reader, hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -133,7 +138,8 @@ def read_services(r: Reader, raw: object, zone: str) -> tuple[Service, ...]:
             r.problem(at, "onebox_percent", "is set but the service has no onebox_domain",
                       "add onebox_domain: '{region}-onebox-...' or remove onebox_percent")
         if hostname and pattern:
-            services.append(Service(hostname, pattern, health, onebox, percent))
+            services.append(Service(hostname, pattern, health, onebox, percent,
+                                    read_rules(r, at, item)))
     return tuple(services)
 
 

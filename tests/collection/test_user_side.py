@@ -26,7 +26,8 @@ from georelay_testing.fleet import BIN, REPO, SERVICES, DeployedFleet, recap, sh
 
 pytestmark = pytest.mark.slow
 
-MODULES = ("fleet", "haproxy_master", "agent_process", "agent_wheel", "route53_fleet", "onebox")
+MODULES = ("fleet", "haproxy_master", "agent_process", "agent_wheel", "route53_fleet", "onebox",
+           "edge_version")
 PLAYBOOK = """\
 - name: Deploy the georelay relays
   hosts: all

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from georelay_agent.haproxy_api import parse_stat
-from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc, send
+from georelay_agent.haproxy_runtime import ProcInfo, parse_show_proc, send, show_proc
 from georelay_lab import client, nginx_gateway, programs
 from georelay_lab.stand_ins import StandIns
 from georelay_lab.stand_ins import down as lab_down
@@ -376,6 +376,19 @@ class DeployedFleet:
 
     def reloads(self, proxy: str) -> int:
         return self.proc(proxy).reloads
+
+    def reload(self, proxy: str, timeout: float = 20) -> ProcInfo:
+        """A master CLI reload of one proxy, once its new workers run (what they report)."""
+        before = self.proc(proxy)
+        unix_cli(self.master_socket(proxy), "reload")
+        deadline = time.monotonic() + timeout
+        while True:  # the master re-executes itself: its socket refuses for a moment
+            now = show_proc(str(self.master_socket(proxy)))
+            if now and now.reloads > before.reloads and now.workers and \
+                    now.worker_pids != before.worker_pids:
+                return now
+            assert time.monotonic() < deadline, now
+            time.sleep(0.1)
 
     def show_stat(self, proxy: str) -> str:
         """The proxy's Runtime API `show stat`, as HAProxy answers it."""
