@@ -31,6 +31,10 @@ it also runs with a proxy host's own Python (3.11 on Debian 12).
     sent to regular because of that (``show table georelay_onebox_fallback``).
   - read_map_file() / write_map_file(): the file's entries and holds; atomic rewrite.
 
+- replace_map(socket, map_file, lines): a whole running map replaced atomically
+  (prepare / add @version in chunks below the CLI's 16 KB buffer / commit), e.g. AWS's
+  ip-ranges map of regional redirects (README "Edge rules").
+
 As a program it sends one command and prints the answer (on a host, where nothing of
 georelay's Python is installed: ``python3 -c "$(cat haproxy_runtime.py)" SOCKET COMMAND``)::
 
@@ -39,6 +43,7 @@ georelay's Python is installed: ``python3 -c "$(cat haproxy_runtime.py)" SOCKET 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -48,6 +53,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_ANSWER = 8 * 1024 * 1024  # bytes; "show stat" of a large config is well below this
@@ -379,6 +385,44 @@ def onebox_state(admin_socket: str, map_file: str, hostname: str,
         onebox_requests=num(ob, "req_tot"), onebox_5xx=num(ob, "hrsp_5xx"),
         regular_requests=num(rows.get(regular), "req_tot"),
         regular_5xx=num(rows.get(regular), "hrsp_5xx"), fallback_requests=fallback)
+
+
+def replace_map(admin_socket: str, map_file: str, lines: list[str], *,
+                chunk_bytes: int = 12_000, between: Callable[[], None] | None = None) -> int:
+    """Replaces the whole running map atomically: ``prepare map`` (a new, empty version),
+    ``add map @V`` payloads each below chunk_bytes (the CLI drops a payload over its 16 KB
+    buffer), then ``commit map``; lookups answer the old map until the commit (between, if
+    given, runs just before it). lines: "<key> <value>". On an error the new version is
+    cleared and the running map is unchanged (RuntimeAPIError). Returns the chunks sent."""
+    answer = send(admin_socket, f"prepare map {map_file}", refused_is_error=True)
+    m = re.search(r"New version created: (\d+)", answer)
+    if not m:
+        raise RuntimeAPIError(f"prepare map {map_file}: {answer.strip()[:200]}")
+    version, chunks, chunk, size = m.group(1), 0, [], 0
+    try:
+        for line in [*lines, None]:
+            if line is not None and size + len(line) + 1 < chunk_bytes:
+                chunk.append(line)
+                size += len(line) + 1
+                continue
+            if chunk:
+                payload = "\n".join(chunk) + "\n"
+                out = send(admin_socket, f"add map @{version} {map_file} <<\n{payload}",
+                           read_timeout=10.0, refused_is_error=True)
+                if out.strip():
+                    raise RuntimeAPIError(f"add map @{version} {map_file}: {out.strip()[:200]}")
+                chunks += 1
+            chunk, size = ([line], len(line) + 1) if line is not None else ([], 0)
+        if between is not None:
+            between()
+        out = send(admin_socket, f"commit map @{version} {map_file}", refused_is_error=True)
+        if out.strip():
+            raise RuntimeAPIError(f"commit map @{version} {map_file}: {out.strip()[:200]}")
+    except BaseException:
+        with contextlib.suppress(RuntimeAPIError):
+            send(admin_socket, f"clear map @{version} {map_file}")
+        raise
+    return chunks
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from georelay_agent import haproxy_runtime as rt
 from georelay_lab import client
-from georelay_testing.fleet import DeployedFleet, running_fleet, sha
+from georelay_model import ip_ranges
+from georelay_testing.fleet import DeployedFleet, running_fleet, sha, unix_cli
 
 HOST = "fast.example.com"
 ORIGIN = "https://us-east-1-downloads.example.com"
@@ -117,3 +122,50 @@ def test_a_truncated_ip_ranges_file_is_refused_and_changes_nothing(
         proc.stdout[-3000:]
     assert sha(map_file) == before
     assert via_lb(fleet, "3.5.1.2", "/dl/a.iso").status == 302  # the running map is unchanged
+
+
+def lookup(fleet: DeployedFleet, address: str) -> str:
+    """What the running proxy's map answers for one address (`get map`)."""
+    map_file = fleet.root("e1") / "etc/haproxy/aws-ip-ranges.map"
+    answer = unix_cli(fleet.admin_socket("e1"), f"get map {map_file} {address}")
+    m = re.search(r'value="([^"]*)"', answer)
+    return m.group(1) if m else "none"
+
+
+def test_an_aws_sized_map_replaces_the_running_one_atomically_under_load(
+        fleet: DeployedFleet) -> None:
+    """13,400 prefixes (AWS's size) loaded in chunks below the CLI's 16 KB buffer while
+    requests flow: the old map answers until the commit, the new one after, 0 failures."""
+    doc = ip_ranges.realistic()
+    doc["prefixes"].append({"ip_prefix": "52.94.0.0/22", "region": "us-east-1",
+                            "service": "EC2"})
+    new = ip_ranges.parse(json.dumps(doc), "realistic")
+    lines = [f"{p} {r}" for p, r in new.entries]
+    assert len(lines) > 13_000
+    map_file = str(fleet.root("e1") / "etc/haproxy/aws-ip-ranges.map")
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            resp = via_lb(fleet, "52.94.1.1", "/dl/a.iso")
+            if resp.status not in (200, 302):
+                failures.append(str(resp.status))
+
+    seen_before_commit: list[str] = []
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        started = time.monotonic()
+        chunks = rt.replace_map(str(fleet.admin_socket("e1")), map_file, lines,
+                                between=lambda: seen_before_commit.append(
+                                    lookup(fleet, "52.94.1.1")))
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        worker.join(30)
+    assert seen_before_commit == ["eu-west-1"]  # the old map, all chunks added
+    assert lookup(fleet, "52.94.1.1") == "us-east-1"  # the new one
+    assert via_lb(fleet, "52.94.1.1", "/dl/a.iso").status == 302
+    assert chunks > 1 and failures == []
+    print(f"FIGURES map_entries={len(lines)} chunks={chunks} load_s={took:.2f}")
