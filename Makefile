@@ -21,7 +21,7 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: setup system debian-packages demo demo-down demo-hosts demo-hosts-down drill demo-rollout \
-	lint test test-fresh bench bench-rules clean
+	lint test test-fresh bench bench-rules bench-edge clean
 
 setup: system $(VENV)/.installed $(COLLECTION_LINK)
 
@@ -147,6 +147,23 @@ bench-rules: setup
 	  --reps $${BENCH_REPS:-3} --json docs/bench/rules.json | tee docs/bench/rules.log
 	@sed -n '/^georelay-tools bench-rules/,$$p' docs/bench/rules.log > docs/bench/rules.md
 	@echo "Results: docs/bench/rules.md"
+
+# What each edge rule family costs (README "Edge rules"): the same service with none, denied
+# paths, Accept classes, regional redirects (an AWS-sized ip-ranges map) and the edge cache
+# (every request a HIT), each measured right beside the nginx relay, on /dl/small.iso (a
+# listed suffix, so the redirect rule looks the client up), and callgrind's instructions per
+# request of each (a count the machine's load does not move). Writes docs/bench/edge.md.
+EDGE_VARIANTS := --variant 'none:' \
+  --variant "deny:deny_paths=['^/\\.git','^/\\.env','^/wp-admin','\\.php$$','\\.\\./','\\x00']" \
+  --variant "accept:accept_classes=[{contains: image/webp, value: 'image/webp,*/*'}]" \
+  --variant "redirect:regional_redirects={suffixes: [.iso], origins: {us-east-1: 'https://us-east-1-dl.example.com'}}" \
+  --variant "cache-hit:edge_cache={header: X-Cache}"
+bench-edge: setup
+	@mkdir -p docs/bench
+	$(SUDO) $(BIN)/georelay-tools bench --duration $${BENCH_SECONDS:-10} --reps $${BENCH_REPS:-3} \
+	  --instructions 2000 --variant-path /dl/small.iso $(EDGE_VARIANTS) | tee docs/bench/edge.log
+	@(echo "# make bench-edge, $$(date -u +%F)"; echo; echo '```'; cat docs/bench/edge.log; echo '```') > docs/bench/edge.md
+	@echo "Results: docs/bench/edge.md"
 
 clean: demo-down demo-hosts-down
 	rm -rf $(LAB) $(HOSTS_LAB)

@@ -19,9 +19,10 @@ PACKAGES = {
     "georelay_model": REPO / "model/georelay_model",
     "georelay_dns": REPO / "dns/georelay_dns",
     "georelay_rollout": REPO / "rollout/georelay_rollout",
+    "georelay_edge": REPO / "edge/georelay_edge",
     "georelay_agent": REPO / "agent/georelay_agent",
 }
-RUNTIME = ("georelay_model", "georelay_dns", "georelay_rollout")
+RUNTIME = ("georelay_model", "georelay_dns", "georelay_rollout", "georelay_edge")
 DEV_ONLY = ("georelay_lab", "georelay_tools", "tests")
 
 

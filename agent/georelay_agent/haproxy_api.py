@@ -57,6 +57,9 @@ class BackendStat:
     retries: int
     last_change_s: int | None
     servers: list[ServerStat] = field(default_factory=list)
+    # HAProxy's cache_lookups / cache_hits (README "Edge rules"; 0 without edge_cache)
+    cache_lookups: int | None = None
+    cache_hits: int | None = None
 
     @property
     def usable_servers(self) -> int:
@@ -156,7 +159,9 @@ def parse_stat(text: str) -> dict[str, BackendStat]:
                 requests_total=_int(row.get("req_tot")),
                 http_5xx_total=_int(row.get("hrsp_5xx")),
                 errors_connect=_int(row.get("econ")), errors_response=_int(row.get("eresp")),
-                retries=_int(row.get("wretr")), last_change_s=_opt_int(row.get("lastchg")))
+                retries=_int(row.get("wretr")), last_change_s=_opt_int(row.get("lastchg")),
+                cache_lookups=_opt_int(row.get("cache_lookups")),
+                cache_hits=_opt_int(row.get("cache_hits")))
     for row in rows:
         name = row.get("svname", "")
         if name in ("FRONTEND", "BACKEND") or row.get("pxname") not in backends:

@@ -223,6 +223,8 @@ class HealthMachine:
                 "bridging": bridging,
                 "requests_total": b.requests_total if b else None,
                 "http_5xx_total": b.http_5xx_total if b else None,
+                "cache_lookups": b.cache_lookups if b else None,
+                "cache_hits": b.cache_hits if b else None,
                 "errors": {"connect": b.errors_connect, "response": b.errors_response,
                            "retries": b.retries} if b else None,
                 "http_5xx_ratio": rates.get(s.backend), "probe": None}

@@ -67,6 +67,12 @@ class SnapshotCollector(Collector):
         errs = CounterMetricFamily("georelay_agent_backend_errors",
                                    "Connection/response errors and retries (econ/eresp/wretr)",
                                    labels=[*svc, "kind"])
+        lookups = CounterMetricFamily("georelay_agent_backend_cache_lookups",
+                                      "Edge cache lookups of the backend (HAProxy "
+                                      "cache_lookups; 0 without edge_cache)", labels=svc)
+        hits = CounterMetricFamily("georelay_agent_backend_cache_hits",
+                                   "Edge cache hits of the backend (HAProxy cache_hits): "
+                                   "lookups - hits are the misses", labels=svc)
         probe_up = GaugeMetricFamily("georelay_agent_probe_up",
                                      "1 when the end-to-end probe passes (hysteresis)", labels=svc)
         probe_s = GaugeMetricFamily("georelay_agent_probe_duration_seconds",
@@ -97,13 +103,17 @@ class SnapshotCollector(Collector):
                 e5.add_metric(sl, float(s["http_5xx_total"]))
                 for kind, value in s["errors"].items():
                     errs.add_metric([*sl, kind], float(value))
+            if s.get("cache_lookups") is not None:
+                lookups.add_metric(sl, float(s["cache_lookups"]))
+                hits.add_metric(sl, float(s["cache_hits"] or 0))
             p = s["probe"]
             if p is not None:
                 probe_up.add_metric(sl, 1.0 if p["up"] else 0.0)
                 probe_s.add_metric(sl, p["duration_s"])
                 if p["cert_not_after"] is not None:
                     cert.add_metric(sl, p["cert_not_after"])
-        yield from (up, usable, home_up, bridging, req, e5, errs, probe_up, probe_s, cert)
+        yield from (up, usable, home_up, bridging, req, e5, errs, lookups, hits, probe_up,
+                    probe_s, cert)
 
 
 def _onebox(doc: dict[str, Any], labels: list[str]) -> Iterator[Metric]:

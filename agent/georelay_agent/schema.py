@@ -49,6 +49,7 @@ SERVICE = _obj({
     "reason": _opt(_STR), "since": _opt(_NUM), "status": _opt(_STR),
     "usable_servers": _INT, "servers": {"type": "array", "items": SERVER},
     "requests_total": _opt(_INT), "http_5xx_total": _opt(_INT),
+    "cache_lookups": _opt(_INT), "cache_hits": _opt(_INT),
     "errors": _opt(_obj({"connect": _INT, "response": _INT, "retries": _INT})),
     "http_5xx_ratio": _opt({"type": "number", "minimum": 0, "maximum": 1}),
     "probe": _opt(PROBE), "home": _opt(HOME), "bridging": _opt(BRIDGING),

@@ -217,7 +217,9 @@ def _edge_facts(fleet: Fleet, services: tuple[Service, ...],
         # Responses a cache may store get their one-box cookie, HSTS and Vary after the
         # store (http-after-response): what http-response adds is stored and replayed.
         "after_store": bool(cached),
-        "deny_files": {f"{s.hostname}.deny": list(s.edge.deny_paths)
+        # One alternation per service: HAProxy runs each line of a pattern file as its own
+        # regex, so one line is one (JIT) match per request instead of one per pattern.
+        "deny_files": {f"{s.hostname}.deny": "|".join(f"(?:{p})" for p in s.edge.deny_paths)
                        for s in services if s.edge.deny_paths},
         "redirecting": any(s.edge.redirects for s in services),
         "ip_ranges_source": edge.ip_ranges_file,

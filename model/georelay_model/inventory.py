@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from georelay_model.playbook import PlaybookError, program
 
 
 class InventoryReadError(RuntimeError):
@@ -16,14 +16,10 @@ class InventoryReadError(RuntimeError):
 
 
 def _ansible_inventory() -> str:
-    beside = Path(sys.executable).with_name("ansible-inventory")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("ansible-inventory")
-    if not found:
-        raise InventoryReadError("ansible-inventory is not on PATH: install ansible-core "
-                                 "(pip install georelay brings it)")
-    return found
+    try:
+        return program("ansible-inventory")
+    except PlaybookError as exc:
+        raise InventoryReadError(str(exc)) from exc
 
 
 def load_inventory(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:

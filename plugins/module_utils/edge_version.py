@@ -9,21 +9,22 @@ file's lines are ``<service hostname> <version>``; a service without a line is v
 - set_version(socket, map_file, hostname, version): file first (an atomic rewrite keeping
   every other line, so a reload keeps the value), then ``set map`` (``add map`` only for a
   missing entry: ``add map`` never replaces one, lookups keep the first), then read back.
-- next_version(versions): the numeric maximum + 1 over the versions seen on every proxy,
-  so the fleet ends equal.
+
+The fleet's next version (the numeric maximum + 1 over every proxy, so the fleet ends equal)
+is georelay-edge's to compute: each proxy only reads and sets.
 
 Standard library only: it runs with a proxy host's own Python.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 from ansible_collections.georelay.relay.plugins.module_utils.haproxy_runtime import (
     RuntimeAPIError,
+    map_value,
     send,
+    write_file_atomically,
 )
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -73,32 +74,13 @@ def write_version(map_file: str, hostname: str, version: str) -> None:
         out.append(line)
     if not done:
         out.append(f"{hostname} {version}")
-    directory = os.path.dirname(map_file) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".edge-version-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(out) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, map_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomically(map_file, "\n".join(out) + "\n")
 
 
 def get_version(admin_socket: str, map_file: str, hostname: str,
                 timeout: float = 3.0) -> str | None:
     """The version the running HAProxy uses for hostname (None: no entry, i.e. "1")."""
-    answer = send(admin_socket, f"show map {map_file}", connect_timeout=timeout,
-                  read_timeout=timeout, refused_is_error=True)
-    if answer.lstrip().startswith(("Unknown map", "No such map")):
-        raise RuntimeAPIError(f"{admin_socket}: no map {map_file} in the running config: "
-                              f"{answer.strip()}")
-    for line in answer.splitlines():
-        f = line.split()
-        if len(f) == 3 and f[1] == hostname:
-            return f[2]  # lookups answer the first entry of a key
-    return None
+    return map_value(admin_socket, map_file, hostname, timeout)
 
 
 def set_version(admin_socket: str, map_file: str, hostname: str, version: str,
@@ -121,9 +103,3 @@ def set_version(admin_socket: str, map_file: str, hostname: str, version: str,
                               f"after setting {version}")
     return now
 
-
-def next_version(versions: list[str | None]) -> str:
-    """max(numeric versions) + 1 over every proxy's value (None and "1" count as 1; a
-    non-numeric value counts as 1), so every proxy ends on one new value."""
-    nums = [int(v) for v in versions if v is not None and v.isdigit()]
-    return str(max([*nums, 1]) + 1)

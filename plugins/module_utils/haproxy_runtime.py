@@ -285,41 +285,51 @@ def read_map_file(map_file: str) -> tuple[dict[str, int], dict[str, str]]:
     return entries, {h: o for h, o in holds.items() if h in entries}
 
 
-def write_map_file(map_file: str, entries: dict[str, int], holds: dict[str, str]) -> None:
-    """Rewrite the map file atomically (a reload never reads half of it), mode 0644."""
-    lines = [MAP_HEADER]
-    for host, percent in entries.items():
-        if host in holds:
-            lines.append(f"#held {host} {holds[host]}\n")
-        lines.append(f"{host} {percent}\n")
-    directory = os.path.dirname(map_file) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".onebox-", dir=directory)
+def write_file_atomically(path: str, text: str) -> None:
+    """Replace path with text at once (a reload never reads half of it), mode 0644."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write("".join(lines))
+            out.write(text)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, map_file)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def get_onebox_percent(admin_socket: str, map_file: str, hostname: str,
-                       timeout: float = 3.0) -> int | None:
-    """The percentage HAProxy uses now for hostname (None: the map has no entry)."""
+def map_value(admin_socket: str, map_file: str, key: str, timeout: float = 3.0) -> str | None:
+    """What the running HAProxy's map map_file holds for key (None: no entry);
+    RuntimeAPIError when the running config has no such map."""
     answer = send(admin_socket, f"show map {map_file}", connect_timeout=timeout,
                   read_timeout=timeout, refused_is_error=True)
     if answer.lstrip().startswith(("Unknown map", "No such map")):
         raise RuntimeAPIError(f"{admin_socket}: no map {map_file} in the running config: "
                               f"{answer.strip()}")
-    value: int | None = None
     for line in answer.splitlines():
         f = line.split()  # "0x55d1...  fast.example.com  25"
-        if len(f) == 3 and f[1] == hostname and f[2].lstrip("-").isdigit():
-            value = int(f[2])
-            break  # lookups answer the first entry of a key
-    return value
+        if len(f) == 3 and f[1] == key:
+            return f[2]  # lookups answer the first entry of a key
+    return None
+
+
+def write_map_file(map_file: str, entries: dict[str, int], holds: dict[str, str]) -> None:
+    """Rewrite the one-box map file atomically, holds as `#held` lines."""
+    lines = [MAP_HEADER]
+    for host, percent in entries.items():
+        if host in holds:
+            lines.append(f"#held {host} {holds[host]}\n")
+        lines.append(f"{host} {percent}\n")
+    write_file_atomically(map_file, "".join(lines))
+
+
+def get_onebox_percent(admin_socket: str, map_file: str, hostname: str,
+                       timeout: float = 3.0) -> int | None:
+    """The percentage HAProxy uses now for hostname (None: the map has no entry)."""
+    value = map_value(admin_socket, map_file, hostname, timeout)
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
 def set_onebox_percent(admin_socket: str, map_file: str, hostname: str, percent: int, *,

@@ -20,11 +20,8 @@ description:
     written and the result is not changed. Supports check mode.
   - The fleet's new value is computed once by C(georelay-edge version bump) over every
     proxy (numeric maximum + 1, or C(--to)); this module only reads and sets.
+extends_documentation_fragment: georelay.relay.runtime_map
 options:
-  socket:
-    description: HAProxy's admin socket, C(georelay_proxy.paths.admin_socket).
-    type: path
-    required: true
   map_file:
     description: The version map file, C(georelay_proxy.edge.version_map); also the map's
       name in the running HAProxy.

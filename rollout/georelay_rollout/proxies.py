@@ -15,84 +15,35 @@ georelay.relay.fleet refuses, no proxy in it) raises ProxiesError; a refused req
 service, a percentage outside 0-100, a bad hold) raises RequestError, before anything is
 touched.
 
-Ansible's results come back through a small stdout callback written for each run into a
-temporary directory (ansible-core ships no JSON callback; ansible.posix's may be missing):
-it appends one JSON line per result that matters to a file, so a run cut by the timeout
-still yields the proxies that had answered. The caller's environment (ANSIBLE_CONFIG,
-ANSIBLE_COLLECTIONS_PATH, ...) is kept.
+The run itself (ansible-playbook, its callback, the timeout) is georelay_model.playbook's,
+shared with georelay-edge.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from georelay_model.playbook import (
+    InventoryRefused,
+    PlaybookError,
+    PlaybookRun,
+    RequestRefused,
+    answers,
+    no_answer,
+    run_playbook,
+)
+
 PLAYBOOK = "georelay.relay.onebox"
-CALLBACK = "georelay_onebox_events"
 HOLDER = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")  # the module's rule for a hold
 # Tasks of the playbook that refuse the request itself (the same on every proxy).
 REFUSALS = ("Check the one-box request", "Check the percentage", "Check the hold",
             "Check that the service has a one-box")
-FLEET_TASK = "Validate the inventory and compute this proxy's settings"
 
-CALLBACK_SOURCE = '''\
-"""georelay-rollout's view of a georelay.relay.onebox run: one JSON line per result."""
-from __future__ import annotations
-
-import json
-import os
-
-from ansible.plugins.callback import CallbackBase
-
-
-def _of(result, name):
-    value = getattr(result, name, None)  # ansible-core >= 2.19
-    return value if value is not None else getattr(result, "_" + name)
-
-
-class CallbackModule(CallbackBase):
-    CALLBACK_VERSION = 2.0
-    CALLBACK_TYPE = "stdout"
-    CALLBACK_NAME = "georelay_onebox_events"
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._out = open(os.environ["GEORELAY_ONEBOX_EVENTS"], "a", encoding="utf-8")
-
-    def _emit(self, task_result, event, **data):
-        line = {"host": _of(task_result, "host").get_name(), "event": event,
-                "task": _of(task_result, "task").get_name(), **data}
-        self._out.write(json.dumps(line, default=str) + "\\n")
-        self._out.flush()
-
-    def v2_runner_on_ok(self, result, **kwargs):
-        res = _of(result, "result")
-        facts = res.get("ansible_facts") or {}
-        if isinstance(facts.get("georelay_proxy"), dict):
-            self._emit(result, "region", region=facts["georelay_proxy"].get("region"))
-        if "onebox_off" in facts:
-            self._emit(result, "off", off=facts["onebox_off"])
-        if "onebox" in res and "process" in res:
-            self._emit(result, "onebox", result={k: res.get(k) for k in
-                       ("onebox", "before", "changed", "process", "msg")})
-
-    def v2_runner_on_failed(self, result, ignore_errors=False, **kwargs):
-        if not ignore_errors:
-            res = _of(result, "result")
-            self._emit(result, "failed", msg=res.get("msg"), problems=res.get("problems"))
-
-    def v2_runner_on_unreachable(self, result, **kwargs):
-        self._emit(result, "unreachable", msg=_of(result, "result").get("msg"))
-'''
+# What the playbook's callback keeps of its results (georelay_model.playbook).
+KEYS = ("onebox", "before", "changed", "process", "msg")
+FACTS = ("onebox_off",)
 
 
 class ProxiesError(Exception):
@@ -150,61 +101,6 @@ def extra_vars(service: str, percent: int | None, hold: str | None) -> dict[str,
     return out
 
 
-def ansible_playbook() -> str:
-    """The ansible-playbook of this Python (the control node's virtualenv), else PATH's."""
-    beside = Path(sys.executable).parent / "ansible-playbook"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("ansible-playbook")
-    if found is None:
-        raise ProxiesError("ansible-playbook not found beside " f"{sys.executable} or on PATH: "
-                           "install ansible-core with georelay (pip install georelay)")
-    return found
-
-
-def _environment(plugins: str, events: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["ANSIBLE_CALLBACK_PLUGINS"] = os.pathsep.join(
-        p for p in (plugins, env.get("ANSIBLE_CALLBACK_PLUGINS", "")) if p)
-    env.update({"ANSIBLE_STDOUT_CALLBACK": CALLBACK, "GEORELAY_ONEBOX_EVENTS": events,
-                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "false"})
-    return env
-
-
-def _execute(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """(exit code or None on timeout, stderr). The whole process group ends on a timeout."""
-    with subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
-        try:
-            _out, err = proc.communicate(timeout=timeout)
-            return proc.returncode, err
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            _out, err = proc.communicate()
-            return None, err
-
-
-def _events(path: str) -> list[dict[str, Any]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _tail(text: str, lines: int = 12) -> str:
-    kept = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return "\n".join(kept[-lines:]) or "(no output)"
-
-
-def _failure(event: dict[str, Any]) -> str:
-    msg = str(event.get("msg") or "failed").strip()
-    problems = event.get("problems") or []
-    if problems:
-        msg += "\n" + "\n".join(f"- {p}" for p in problems)
-    return msg
-
-
 def _reading(host: str, region: str | None, result: dict[str, Any]) -> Reading:
     ob, proc = result.get("onebox") or {}, result.get("process") or {}
     return Reading(
@@ -226,36 +122,27 @@ def _not_ok(host: str, region: str | None, error: str, *, unreachable: bool = Fa
                    error=error, percent=None, held_by=None, usable_servers=None)
 
 
-def readings(events: list[dict[str, Any]], finished: bool, timeout: float) -> dict[str, Reading]:
-    """One Reading per host that the events name; RequestError / ProxiesError when the
-    playbook refused the request or the inventory."""
-    regions: dict[str, str | None] = {}
-    done: dict[str, Reading] = {}
-    for e in events:
-        host = e["host"]
-        if e["event"] == "failed" and e.get("task") in REFUSALS:
-            raise RequestError(_failure(e))
-        if e["event"] == "failed" and e.get("task") == FLEET_TASK:
-            raise ProxiesError(f"georelay.relay.fleet refused the inventory: {_failure(e)}")
-        if e["event"] == "region":
-            regions[host] = e.get("region")
-        elif e["event"] == "off" and e.get("off") in (True, "True", "true"):
-            region = regions.get(host)
-            done[host] = _not_ok(host, region, f"the one-box is switched off in {region} "
-                                 "(georelay_onebox_enabled: false): not touched", off=True)
-        elif e["event"] == "onebox":
-            done[host] = _reading(host, regions.get(host), e["result"])
-        elif e["event"] == "unreachable" and host not in done:
-            done[host] = _not_ok(host, regions.get(host), f"unreachable: {_failure(e)}",
-                                 unreachable=True)
-        elif e["event"] == "failed" and host not in done:
-            done[host] = _not_ok(host, regions.get(host), f"{e.get('task')}: {_failure(e)}")
-    for host, region in regions.items():
-        if host not in done:
-            why = (f"no answer: ansible-playbook did not finish within {timeout:g}s"
-                   if not finished else "no answer from the one-box task")
-            done[host] = _not_ok(host, region, why)
-    return dict(sorted(done.items()))
+def readings(run: PlaybookRun, timeout: float) -> dict[str, Reading]:
+    """One Reading per proxy of the run; RequestError / ProxiesError when the playbook
+    refused the request or the inventory."""
+    try:
+        got = answers(run, answered=lambda r: {"onebox", "process"} <= set(r),
+                      refusals=REFUSALS, timeout=timeout, task="one-box")
+    except RequestRefused as exc:
+        raise RequestError(str(exc)) from exc
+    except InventoryRefused as exc:
+        raise ProxiesError(str(exc)) from exc
+    out: dict[str, Reading] = {}
+    for host, a in got.items():
+        if a.result is not None:
+            out[host] = _reading(host, a.region, a.result)
+        elif a.facts.get("onebox_off") in (True, "True", "true"):
+            out[host] = _not_ok(host, a.region, f"the one-box is switched off in {a.region} "
+                                "(georelay_onebox_enabled: false): not touched", off=True)
+        else:
+            out[host] = _not_ok(host, a.region, a.error or "no answer",
+                                unreachable=a.unreachable)
+    return out
 
 
 def run(inventory: str, service: str, *, percent: int | None = None, hold: str | None = None,
@@ -265,25 +152,12 @@ def run(inventory: str, service: str, *, percent: int | None = None, hold: str |
     service's one-box on every proxy host of inventory (limit: an Ansible host pattern, -l;
     check: --check, nothing changes). ansible-playbook may take timeout seconds."""
     extra = extra_vars(service, percent, hold)
-    cmd = [ansible_playbook(), "-i", inventory, PLAYBOOK, "-e", json.dumps(extra)]
-    if limit:
-        cmd += ["-l", limit]
-    if check:
-        cmd.append("--check")
-    with tempfile.TemporaryDirectory(prefix="georelay-rollout-") as tmp:
-        (Path(tmp) / f"{CALLBACK}.py").write_text(CALLBACK_SOURCE, encoding="utf-8")
-        events_file = str(Path(tmp) / "events.jsonl")
-        try:
-            rc, err = _execute(cmd, _environment(tmp, events_file), timeout)
-        except OSError as exc:
-            raise ProxiesError(f"cannot run {cmd[0]}: {exc}") from exc
-        events = _events(events_file)
-    found = readings(events, rc is not None, timeout)
+    try:
+        done = run_playbook(PLAYBOOK, inventory, extra, keys=KEYS, facts=FACTS, limit=limit,
+                            check=check, timeout=timeout)
+    except PlaybookError as exc:
+        raise ProxiesError(str(exc)) from exc
+    found = readings(done, timeout)
     if not found:
-        if rc is None:
-            raise ProxiesError(f"ansible-playbook did not finish within {timeout:g}s and no "
-                               f"proxy answered: {_tail(err)}")
-        raise ProxiesError(f"no proxy answered: inventory {inventory} has no host with "
-                           f"aws_region, or ansible-playbook could not run {PLAYBOOK} "
-                           f"(exit {rc}):\n{_tail(err)}")
+        raise ProxiesError(no_answer(done, inventory, PLAYBOOK, timeout))
     return found

@@ -27,7 +27,7 @@ from georelay_testing.fleet import BIN, REPO, SERVICES, DeployedFleet, recap, sh
 pytestmark = pytest.mark.slow
 
 MODULES = ("fleet", "haproxy_master", "agent_process", "agent_wheel", "route53_fleet", "onebox",
-           "edge_version")
+           "edge_version", "edge_ip_ranges")
 PLAYBOOK = """\
 - name: Deploy the georelay relays
   hosts: all

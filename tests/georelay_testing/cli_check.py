@@ -22,13 +22,14 @@ from georelay_testing.runbook_doc import REPO
 BIN = Path(sys.executable).parent
 PATH = os.pathsep.join([str(BIN), "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
                         "/sbin", "/bin"])
-# tool -> (has a subcommand, the help arguments)
-HELP: dict[str, tuple[bool, tuple[str, ...]]] = {
+# tool -> (its subcommand's words: 0 none, 1 `tool sub`, 2 `tool group sub`; the help arguments)
+HELP: dict[str, tuple[int, tuple[str, ...]]] = {
     "georelay-dns": (True, ("--help",)),
     "georelay-lab": (True, ("--help",)),
     "georelay-tools": (True, ("--help",)),
     "georelay-agent": (True, ("--help",)),
     "georelay-rollout": (True, ("--help",)),
+    "georelay-edge": (2, ("--help",)),
     "ansible-playbook": (False, ("--help",)),
     "ansible": (False, ("--help",)),
     "ansible-inventory": (False, ("--help",)),
@@ -77,7 +78,7 @@ def simple_commands(command: str) -> list[list[str]]:
 
 @functools.cache
 def help_text(tool: str, sub: str | None) -> tuple[int, str]:
-    args = [tool, *([sub] if sub else []), *HELP[tool][1]]
+    args = [tool, *(sub.split() if sub else []), *HELP[tool][1]]
     exe = shutil.which(tool, path=PATH) or tool
     proc = subprocess.run([exe, *args[1:]], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PATH": PATH, "PYTHONPATH": str(REPO / "agent")},
@@ -128,12 +129,13 @@ def check_argv(argv: list[str], *, systemd: bool = False) -> list[str]:
         problems.append(f"{tool}: a `sh systemd` block holds only systemctl and journalctl")
     if tool not in HELP:
         return problems
-    has_sub, _ = HELP[tool]
+    depth = int(HELP[tool][0])
     sub = None
-    if has_sub:
-        if not args or args[0].startswith("-"):
+    if depth:
+        words = args[:depth]
+        if len(words) < depth or any(w.startswith("-") for w in words):
             return [*problems, f"{tool}: no subcommand"]
-        sub, args = args[0], args[1:]
+        sub, args = " ".join(words), args[depth:]
     code, text = help_text(tool, sub)
     if code != 0 and tool != "haproxy":
         return [*problems, f"{tool} {sub or ''}: does not exist ({text.strip()[-200:]})"]

@@ -12,6 +12,7 @@ import itertools
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -405,6 +406,24 @@ class DeployedFleet:
                 return
             time.sleep(0.1)
         raise AssertionError(f"{proxy}: gateways not UP:\n{stat}")
+
+    def with_unreachable_proxy(self, region: str, name: str = "e9") -> Path:
+        """A copy of the inventory with one more proxy in region, on an address of this
+        fleet's loopback /24 where no SSH listens (a closed port, a 3 s timeout)."""
+        base = self.base / f"inventory-with-{name}"
+        shutil.copytree(self.inventory, base, dirs_exist_ok=True)
+        hosts = yaml.safe_load((base / "hosts.yml").read_text())
+        address = f"127.0.{self.net}.99"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # nothing listens once it is closed
+        hosts["all"]["children"][region.replace("-", "_")]["hosts"][name] = {
+            "public_ip": address, "haproxy_bind_address": address,
+            "georelay_agent_bind_address": address, "georelay_root": str(self.base / name),
+            "ansible_connection": "ssh", "ansible_host": address, "ansible_port": port,
+            "ansible_ssh_timeout": 3, "ansible_ssh_retries": 0}
+        (base / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+        return base
 
     def down(self) -> None:
         lab_down(self.lab_dir)

@@ -4,6 +4,7 @@ the runbooks' variables to it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -27,6 +28,16 @@ FAST = {"georelay_agent_interval": 0.5, "georelay_agent_rise": 2, "georelay_agen
 # fast.example.com has a one-box (canary) gateway per region, 0% of users when no rollout
 # runs (README "One-box canary"; canary-unhealthy.md rolls it out); api.example.com has none.
 ONEBOX = {"onebox_domain": "{region}-onebox-fast.example.com", "onebox_percent": 0}
+# api.example.com has the edge rules of deploy-version-not-picked-up.md and
+# ip-ranges-map-stale.md: an edge cache keyed on its deploy version, regional redirects
+# from the inventory's ip-ranges.json (README "Edge rules").
+EDGE = {"edge_cache": {"max_age": 30, "header": "X-Cache"},
+        "regional_redirects": {"suffixes": [".iso"],
+                               "origins": {"us-east-1": "https://us-east-1-downloads.example.com"}}}
+IP_RANGES = {"syncToken": "1764547200", "createDate": "2026-12-01-00-00-00",
+             "prefixes": [{"ip_prefix": "3.5.0.0/16", "region": "us-east-1", "service": "S3"}],
+             "ipv6_prefixes": [{"ipv6_prefix": "2600:1f18::/36", "region": "us-east-1",
+                                "service": "EC2"}]}
 AWS = {"AWS_ACCESS_KEY_ID": "georelay-lab", "AWS_SECRET_ACCESS_KEY": "georelay-lab",
        "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -45,6 +56,19 @@ class RunbookFleet(DeployedFleet):
     def rollout_state_dir(self) -> Path:
         """Where georelay-rollout keeps this fleet's rollouts (GEORELAY_ROLLOUT_STATE_DIR)."""
         return self.base / "rollouts"
+
+    @property
+    def ip_ranges_file(self) -> Path:
+        """The inventory's georelay_ip_ranges_file: AWS's ip-ranges.json as downloaded."""
+        return self.base / "aws/ip-ranges.json"
+
+    def fleet_vars(self) -> dict[str, Any]:
+        return {**super().fleet_vars(), "georelay_ip_ranges_file": str(self.ip_ranges_file)}
+
+    def up(self) -> None:
+        self.ip_ranges_file.parent.mkdir(parents=True, exist_ok=True)
+        self.ip_ranges_file.write_text(json.dumps(IP_RANGES))
+        super().up()
 
     def aws_env(self) -> dict[str, str]:
         return {**AWS, "AWS_ENDPOINT_URL_ROUTE_53": route53.endpoint(self.route53_listen)}
@@ -79,6 +103,7 @@ class RunbookFleet(DeployedFleet):
             "ONEBOX": service.get("onebox_domain", "").format(region=region),
             "APIGW_ADDR": "{}:{}".format(*self.gateway(region)),
             "TLS_PEM": str(self.lab_dir / "certs/public.pem"),
+            "IP_RANGES": str(self.ip_ranges_file),
         }
         return {**values, **overrides}
 
@@ -218,7 +243,7 @@ def make(base: Path, **kw: Any) -> RunbookFleet:
 @contextmanager
 def runbook_fleet() -> Iterator[RunbookFleet]:
     with running_fleet(make=make, regions={r: list(ps) for r, ps in REGIONS.items()},
-                       services=[{**SERVICES[0], **ONEBOX}, *(dict(s) for s in SERVICES[1:])],
+                       services=[{**SERVICES[0], **ONEBOX}, {**SERVICES[1], **EDGE}],
                        https_port=443, http_port=80,
                        all_vars=dict(FAST)) as fleet:
         assert isinstance(fleet, RunbookFleet)

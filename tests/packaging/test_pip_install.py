@@ -61,6 +61,9 @@ def test_pip_install_keeps_the_users_ansible_core(tmp_path: Path,
     version = run([str(bin_dir / "georelay-dns"), "--version"], timeout=60)
     assert (version.returncode, version.stdout.strip()) == (0, "georelay-dns 0.2.0"), \
         version.stdout + version.stderr
+    for tool in ("georelay-rollout", "georelay-edge"):
+        got = run([str(bin_dir / tool), "--version"], timeout=60)
+        assert (got.returncode, got.stdout.strip()) == (0, f"{tool} 0.2.0"), got.stderr
     helped = run([str(bin_dir / "georelay-dns"), "-h"], timeout=60)
     assert helped.returncode == 0 and "plan" in helped.stdout, helped.stderr
     assert not (bin_dir / "georelay-lab").exists()

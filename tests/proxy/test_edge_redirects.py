@@ -132,6 +132,14 @@ def lookup(fleet: DeployedFleet, address: str) -> str:
     return m.group(1) if m else "none"
 
 
+def worker_rss_kib(fleet: DeployedFleet) -> int:
+    """The resident memory of e1's HAProxy worker (the process that holds the maps)."""
+    info = unix_cli(fleet.admin_socket("e1"), "show info")
+    pid = next(ln.split(":")[1].strip() for ln in info.splitlines() if ln.startswith("Pid:"))
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:")))
+
+
 def test_an_aws_sized_map_replaces_the_running_one_atomically_under_load(
         fleet: DeployedFleet) -> None:
     """13,400 prefixes (AWS's size) loaded in chunks below the CLI's 16 KB buffer while
@@ -153,6 +161,7 @@ def test_an_aws_sized_map_replaces_the_running_one_atomically_under_load(
                 failures.append(str(resp.status))
 
     seen_before_commit: list[str] = []
+    rss_before = worker_rss_kib(fleet)
     worker = threading.Thread(target=load)
     worker.start()
     try:
@@ -168,4 +177,6 @@ def test_an_aws_sized_map_replaces_the_running_one_atomically_under_load(
     assert lookup(fleet, "52.94.1.1") == "us-east-1"  # the new one
     assert via_lb(fleet, "52.94.1.1", "/dl/a.iso").status == 302
     assert chunks > 1 and failures == []
-    print(f"FIGURES map_entries={len(lines)} chunks={chunks} load_s={took:.2f}")
+    grown = worker_rss_kib(fleet) - rss_before  # the new map's tree (the old one is freed)
+    print(f"FIGURES map_entries={len(lines)} chunks={chunks} load_s={took:.2f} "
+          f"worker_rss_growth_kib={grown} map_text_kib={len(chr(10).join(lines)) // 1024}")

@@ -11,11 +11,18 @@ assumed. ``?cacheable`` makes the gateway send Cache-Control, ETag and Last-Modi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
+from georelay_agent.config import parse
+from georelay_agent.gather import Gatherer
+from georelay_agent.health import HealthMachine
+from georelay_agent.metrics import AgentMetrics
 from georelay_lab import client
 from georelay_model import fleet_from_hostvars
 from georelay_model.errors import InventoryError
@@ -133,6 +140,39 @@ def test_the_gateway_gets_only_normalised_accept_values(fleet: DeployedFleet, se
 
 
 # --- the edge cache ------------------------------------------------------------------------
+
+def agent_cache_counters(fleet: DeployedFleet) -> tuple[float, float]:
+    """(lookups, hits) of fast.example.com's backend on e1, as the deployed agent's /metrics
+    shows them: one observation by the real Gatherer with the agent's own config."""
+    config = parse(json.loads((fleet.root("e1") / "etc/georelay-agent/agent.json").read_text()),
+                   "agent.json")
+    gatherer = Gatherer(config)
+    try:
+        snap = HealthMachine(config, rise=1, fall=1).apply(gatherer.observe())
+    finally:
+        gatherer.close()
+    got: dict[str, float] = {}
+    for family in text_string_to_metric_families(
+            generate_latest(AgentMetrics(lambda: snap).registry).decode()):
+        for sample in family.samples:
+            if sample.name in ("georelay_agent_backend_cache_lookups_total",
+                               "georelay_agent_backend_cache_hits_total") and \
+                    sample.labels["service"] == HOST:
+                got[sample.name] = sample.value
+    return got["georelay_agent_backend_cache_lookups_total"], \
+        got["georelay_agent_backend_cache_hits_total"]
+
+
+def test_hits_and_misses_show_in_the_agents_metrics(fleet: DeployedFleet) -> None:
+    lookups, hits = agent_cache_counters(fleet)
+    path = "/cache/metrics?cacheable=1"
+    assert [get(fleet, path).headers["x-cache"] for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    now_lookups, now_hits = agent_cache_counters(fleet)
+    # The agent's own probe (GET /ping through the proxy, every second) is looked up too,
+    # and never stored (no expiry, no validator): it adds lookups, never hits.
+    assert now_hits - hits == 2 and now_lookups - lookups >= 3, (now_lookups - lookups,
+                                                                 now_hits - hits)
+
 
 def test_hit_after_miss_and_304_on_a_hit_without_the_gateway(fleet: DeployedFleet) -> None:
     path = "/cache/hit?cacheable=1"

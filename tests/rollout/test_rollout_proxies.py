@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from georelay_agent import haproxy_runtime as rt
 from georelay_rollout import proxies
@@ -176,24 +173,9 @@ def new_worker(fleet: DeployedFleet, proxy: str, old_pid: int) -> bool:
     return bool(pids) and old_pid not in pids
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once it is closed
-
-
 def test_an_unreachable_proxy_does_not_fail_the_others(fleet: DeployedFleet,
                                                         inventory: str) -> None:
-    base = fleet.base / "inventory-with-e9"
-    shutil.copytree(fleet.inventory, base, dirs_exist_ok=True)
-    hosts = yaml.safe_load((base / "hosts.yml").read_text())
-    address = f"127.0.{fleet.net}.99"  # this machine's loopback; nothing listens there
-    hosts["all"]["children"]["us_east_1"]["hosts"]["e9"] = {
-        "public_ip": address, "haproxy_bind_address": address,
-        "georelay_agent_bind_address": address, "georelay_root": str(fleet.base / "e9"),
-        "ansible_connection": "ssh", "ansible_host": address, "ansible_port": closed_port(),
-        "ansible_ssh_timeout": 3, "ansible_ssh_retries": 0}
-    (base / "hosts.yml").write_text(yaml.safe_dump(hosts, sort_keys=False))
+    base = fleet.with_unreachable_proxy("us-east-1")
 
     t = time.monotonic()
     got = proxies.run(str(base), HOST, percent=30, hold="r2", timeout=90)

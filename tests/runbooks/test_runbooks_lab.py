@@ -264,6 +264,45 @@ def forget_rollouts(fleet: RunbookFleet, _v: dict[str, str]) -> None:
     shutil.rmtree(fleet.rollout_state_dir, ignore_errors=True)
 
 
+EDGE_SERVICE = "api.example.com"  # the lab's service with edge rules (runbook_lab.EDGE)
+
+
+def running_version(fleet: RunbookFleet, host: str) -> str:
+    map_file = fleet.root(host) / "etc/haproxy/edge-version.map"
+    answer = send(str(fleet.admin_socket(host)), f"get map {map_file} {EDGE_SERVICE}")
+    m = re.search(r'value="([^"]*)"', answer)
+    return m.group(1) if m else "1"
+
+
+def missed_bump(host: str) -> Hook:
+    """A release's bump that reached every proxy but host (down at the time): the others run
+    the next version, host the previous one."""
+    def stage(fleet: RunbookFleet, v: dict[str, str]) -> None:
+        before = running_version(fleet, host)
+        others = [h for h in fleet.proxy_names() if h != host]
+        got = subprocess.run(
+            [str(Path(sys.executable).with_name("ansible-playbook")), "-i", v["INVENTORY"],
+             "playbooks/edge_version.yml", "-l", ",".join(others), "-e",
+             f"edge_service={EDGE_SERVICE}", "-e", f"edge_version={int(before) + 1}"],
+            cwd=REPO, env=fleet.env(v), capture_output=True, text=True, timeout=300,
+            check=False)
+        assert got.returncode == 0, got.stdout[-3000:]
+        assert [running_version(fleet, h) for h in others] == [str(int(before) + 1)] * 3
+        assert running_version(fleet, host) == before
+
+    return stage
+
+
+def newer_ip_ranges(fleet: RunbookFleet, _v: dict[str, str]) -> None:
+    """AWS published a newer ip-ranges.json (a syncToken later, one prefix more) and the
+    control node downloaded it to the inventory's georelay_ip_ranges_file; no sync ran."""
+    doc = json.loads(fleet.ip_ranges_file.read_text())
+    doc["syncToken"] = str(int(doc["syncToken"]) + 86400)
+    doc["prefixes"].append({"ip_prefix": "52.94.0.0/22", "region": "us-east-1",
+                            "service": "EC2"})
+    fleet.ip_ranges_file.write_text(json.dumps(doc))
+
+
 SITUATIONS_STAGED: dict[str, Situation] = {
     "maintenance-proxy.md": Situation("w1"),
     "maintenance-region.md": Situation("e1"),
@@ -282,6 +321,9 @@ SITUATIONS_STAGED: dict[str, Situation] = {
                                      cleanup=forget_rollouts),
     "reload-failed.md": Situation("w2", stage=break_reload("w2"),
                                   cleanup=forget_check_history("w2")),
+    "deploy-version-not-picked-up.md": Situation("w2", stage=missed_bump("w2"),
+                                                 extra={"SERVICE": EDGE_SERVICE}),
+    "ip-ranges-map-stale.md": Situation("e1", stage=newer_ip_ranges),
     # Its rollback puts the expiring certificate back: verify the renewal before it.
     "certificate-expiring.md": Situation(
         "e2", stage=expiring_certificate("e2"), cleanup=original_certificate,

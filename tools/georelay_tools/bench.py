@@ -39,9 +39,11 @@ import click
 import yaml
 
 from georelay_dns.cli_support import cli_command
-from georelay_lab import certs, nginx_gateway, processes
+from georelay_lab import certs, client, nginx_gateway, processes
 from georelay_lab.checkout import checkout
+from georelay_model import ip_ranges
 from georelay_tools import bench_configs as cfg
+from georelay_tools.callgrind import HAPROXY, Count, count_instructions
 from georelay_tools.proc_stats import (
     established_to,
     tree_cpu_seconds,
@@ -51,6 +53,10 @@ from georelay_tools.proc_stats import (
 from georelay_tools.wrk import parse_wrk, wrk_requests
 
 BIN = Path(sys.executable).parent
+# Per-service keys of the edge rules a --variant may give (README "Edge rules").
+COUNT_ADDRESS = "127.0.20.40"  # --instructions: the deployed config under callgrind
+EDGE_KEYS = ("deny_paths", "deny_status", "accept_classes", "accept_default", "edge_cache",
+             "regional_redirects")
 
 
 @dataclass
@@ -86,6 +92,7 @@ class Bench:
         self.duration = duration
         self.connections = connections
         self.headers: list[str] = []  # --variant-header: sent by wrk with every request
+        self.counts: dict[str, Count] = {}  # --instructions: per variant
         self.reps = reps
         self.a = cfg.Addresses()
         self.certs = work / "certs"
@@ -144,7 +151,10 @@ class Bench:
     def inventory(self, **tunables: object) -> Path:
         """One georelay proxy, shaped like inventories/demo, pointed at the nginx gateway.
 
-        The service keys onebox_percent (and onebox_domain, default
+        The service keys of the edge rules (EDGE_KEYS: ``--variant
+        deny:deny_paths=['^/\\.git','\\.php$']``, ``cache:edge_cache={header: X-Cache}``, ...)
+        go to the service; regional_redirects brings an AWS-sized ip-ranges.json. The
+        service keys onebox_percent (and onebox_domain, default
         '{region}-onebox-fast.example.com') given as tunables give the service a one-box
         (``--variant onebox:onebox_percent=0`` against ``--variant plain:``). The bench's
         gateway serves only the regular domain, so the one-box backend is down: 0 measures
@@ -153,11 +163,16 @@ class Bench:
         service: dict[str, object] = {"hostname": cfg.PUBLIC,
                                       "apigw_domain": "{region}-fast.example.com",
                                       "health_path": "/ping"}
-        for key in ("onebox_percent", "onebox_domain"):
+        for key in ("onebox_percent", "onebox_domain", *EDGE_KEYS):
             if key in tunables:
                 service[key] = tunables.pop(key)
         if "onebox_percent" in service:
             service.setdefault("onebox_domain", "{region}-onebox-fast.example.com")
+        if "regional_redirects" in service and "georelay_ip_ranges_file" not in tunables:
+            ranges = self.work / "ip-ranges.json"  # AWS-sized: ~9,000 IPv4, ~4,400 IPv6
+            if not ranges.exists():
+                ranges.write_text(json.dumps(ip_ranges.realistic()))
+            tunables["georelay_ip_ranges_file"] = str(ranges)
         inv = self.work / "inventory"
         (inv / "group_vars").mkdir(parents=True, exist_ok=True)
         hosts = {"all": {"children": {"us_east_1": {
@@ -243,19 +258,51 @@ class Bench:
                 results.extend(row.values())
         return results
 
+    def instructions(self, name: str, requests: int, path: str, close: bool) -> Count:
+        """callgrind's instructions per request of the config deployed now, run as a process
+        of its own on COUNT_ADDRESS (make bench-rules' method: a count that does not drift
+        with the machine's load)."""
+        run_dir = self.work / "instructions" / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rendered = (self.work / "relay/etc/haproxy/haproxy.cfg").read_text()
+        config = run_dir / "callgrind.cfg"
+        config.write_text(cfg.runnable(rendered, self.a.relay, COUNT_ADDRESS, run_dir,
+                                       callgrind=True))
+        subprocess.run([HAPROXY, "-c", "-q", "-f", str(config)], check=True)
+        return count_instructions(config, COUNT_ADDRESS, 443, self.certs / "lab-ca.pem",
+                                  run_dir, requests=requests, connections=4, warmup=200,
+                                  path=path, close=close, cpus=self.relay_cpus)
+
     def compare(self, variants: dict[str, dict[str, object]], rounds: int,
-                path: str = "/small", close: bool = False) -> dict[str, list]:
+                path: str = "/small", close: bool = False,
+                instructions: int = 0) -> dict[str, list]:
         """georelay/nginx req/s ratio per variant of the role's tunables (kept-alive clients,
         small body unless told), each variant redeployed by the role and measured right
-        beside nginx; also each one's p99 and CPU per request."""
+        beside nginx; also each one's p99 and CPU per request. instructions > 0: also
+        callgrind's instructions per request over that many requests, once per variant."""
         ratios: dict[str, list[float]] = {name: [] for name in variants}
+        self.counts = {}
         for _ in range(rounds):
             for name, tunables in variants.items():
                 self._deploy_georelay(**tunables)
                 self.pin_all()
+                if isinstance(tunables.get("edge_cache"), dict) and \
+                        tunables["edge_cache"].get("header"):
+                    header = str(tunables["edge_cache"]["header"])
+                    seen = [client.fetch(self.a.relay, 443, cfg.PUBLIC, path,
+                                         ca_file=str(self.certs / "lab-ca.pem"))
+                            .headers.get(header.lower()) for _ in range(2)]
+                    print(f"  {name}: {header} of two requests: {', '.join(map(str, seen))}")
                 ours = self.measure("georelay", self.a.relay, cfg.PUBLIC, path, close)
                 nginx = self.measure("nginx relay", self.a.nginx, cfg.PUBLIC, path, close)
                 ratios[name].append(ours[0] / nginx[0])
+                if instructions and name not in self.counts:
+                    c = self.counts[name] = self.instructions(name, instructions, path, close)
+                    if not c.ok:
+                        raise SystemExit(f"{name}: callgrind's requests were answered "
+                                         f"{c.statuses}, not all 200")
+                    print(f"  {name:24} {c.per_request:,.0f} instructions/request "
+                          f"(callgrind, {c.requests} requests)", flush=True)
                 print(f"  {name:24} georelay {ours[0]:8.0f} p99 {ours[2]:5.2f} ms "
                       f"{ours[4]:5.1f} us/req {ours[3]} errors | nginx {nginx[0]:8.0f} p99 "
                       f"{nginx[2]:5.2f} ms {nginx[4]:5.1f} us/req {nginx[3]} errors | "
@@ -370,10 +417,15 @@ def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
               help="compare role tunables instead (repeat; 'default:' for none; "
                    "onebox_percent=N gives the service a one-box)")
 @click.option("--variant-path", default="/small", show_default=True,
-              type=click.Choice(["/small", "/large"]), help="body for --variant runs")
+              type=click.Choice(["/small", "/large", "/dl/small.iso"]),
+              help="path for --variant runs (/dl/small.iso: /small's answer under a name "
+                   "regional_redirects may list)")
 @click.option("--variant-header", "variant_headers", multiple=True, metavar="'NAME: VALUE'",
               help="--variant runs send this header with every request (repeat), e.g. "
                    "'Cookie: georelay_partition=50' for a returning one-box user")
+@click.option("--instructions", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--variant runs: also count callgrind's instructions per request over "
+                   "this many requests, once per variant (0: no count)")
 @click.option("--variant-new-conn", is_flag=True,
               help="--variant runs with a new connection per request")
 @click.option("--gateway-keepalive-requests", type=click.IntRange(min=1),
@@ -386,7 +438,7 @@ def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
                    "(default where there are 2 CPUs or more)")
 def command(duration: int, connections: int, reps: int, idle: int, work: Path,
             json_path: Path | None, variant_specs: tuple[str, ...], variant_path: str,
-            variant_headers: tuple[str, ...], variant_new_conn: bool,
+            variant_headers: tuple[str, ...], instructions: int, variant_new_conn: bool,
             gateway_keepalive_requests: int, memory_only: bool, pin: bool) -> None:
     """georelay's generated HAProxy side by side with an nginx relay, the seed config and
     direct (make bench); root, on a quiet machine."""
@@ -413,12 +465,17 @@ def command(duration: int, connections: int, reps: int, idle: int, work: Path,
         bench.headers = list(variant_headers)
         try:
             bench.prepare()
-            ratios = bench.compare(variants, reps, variant_path, variant_new_conn)
+            ratios = bench.compare(variants, reps, variant_path, variant_new_conn, instructions)
         finally:
             bench.stop()
+        first = next(iter(bench.counts.values()), None)
         for name, values in ratios.items():
+            c = bench.counts.get(name)
             print(f"{name}: georelay/nginx median {statistics.median(values):.2f} ("
-                  + ", ".join(f"{v:.2f}" for v in values) + ")")
+                  + ", ".join(f"{v:.2f}" for v in values) + ")"
+                  + (f"; {c.per_request:,.0f} instructions/request ("
+                     f"{c.per_request / first.per_request - 1:+.1%} against "
+                     f"{next(iter(bench.counts))})" if c and first else ""))
         return
     try:
         print("setting up gateway, georelay relay (ansible-playbook), nginx relay, seed ...")

@@ -9,6 +9,7 @@ plus what HAProxy 2.6 needs to accept it (a CA for `verify`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,14 @@ http {{
         }}
         location = /ping {{ return 200 '{{"ping":"pong"}}'; }}
         location = /small {{ return 200 '{SMALL_BODY}'; }}
+        # The same answer under a file name a regional_redirects rule lists (.iso): a
+        # non-AWS client asking for it costs the ip-ranges lookup and passes (bench variants).
+        # It carries an expiry, so an edge_cache variant may store it (HAProxy 2.6 stores
+        # only answers with max-age/Expires or a validator).
+        location = /dl/small.iso {{
+            add_header Cache-Control "max-age=60";
+            return 200 '{SMALL_BODY}';
+        }}
         location = /large {{ alias {work}/large.json; }}
     }}
 }}
@@ -149,3 +158,43 @@ backend gateway
     http-reuse always
     server gateway {gateway} {tls_out} alpn http/1.1
 """
+
+
+# -- a rendered config as a process of its own (bench-rules, bench --instructions) --------
+
+class RuleError(ValueError):
+    """A variant's edit matched nothing in the config: the template moved."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A regular expression (multi-line) and its replacement; must match unless not required."""
+
+    what: str
+    pattern: str
+    repl: str = ""
+    required: bool = True
+
+    def apply(self, text: str) -> str:
+        new, count = re.subn(self.pattern, self.repl, text, flags=re.M)
+        if not count and self.required:
+            raise RuleError(f"{self.what}: nothing matches {self.pattern!r}")
+        return new
+
+
+def runnable(text: str, relay: str, address: str, run_dir: Path, callgrind: bool = False) -> str:
+    """A variant's config as a process of its own: listeners on `address`, its own runtime
+    sockets and state file in run_dir, no chroot or user switch (the same for every
+    variant). Under callgrind the checks run at start only (inter 1h): a check costs time,
+    not requests, and a slowed process would count ~50 times more of them per request."""
+    edits = [Edit("listeners", rf"^([ \t]*bind ){re.escape(relay)}:", rf"\g<1>{address}:"),
+             Edit("runtime sockets", r"^([ \t]*stats socket )\S*/([^/\s]+)",
+                  rf"\g<1>{run_dir}/\2", required=False),
+             Edit("state file", r"^([ \t]*server-state-file )\S+", rf"\g<1>{run_dir}/state",
+                  required=False),
+             Edit("chroot and user", r"^[ \t]*(chroot|user|group)[ \t].*\n?", required=False)]
+    if callgrind:
+        edits.append(Edit("check interval", r"(?<![\w-])inter \S+", "inter 1h", required=False))
+    for edit in edits:
+        text = edit.apply(text)
+    return text

@@ -28,6 +28,7 @@ from georelay_dns.cli_support import cli_command
 from georelay_lab import processes
 from georelay_tools import bench_configs as cfg
 from georelay_tools.bench import Bench, Result
+from georelay_tools.bench_configs import Edit, RuleError, runnable
 from georelay_tools.callgrind import HAPROXY, Count, count_instructions
 
 ADDRESSES = cfg.Addresses(relay="127.0.21.1", nginx="127.0.21.2", seed="127.0.21.3",
@@ -37,26 +38,6 @@ ROUTING_KEY = "req.hdr(host),field(1,:),lower"  # what the template stores in tx
 MINIMAL = "minimal-haproxy"
 NGINX = "nginx relay"
 TIMEOUTS = ("connect", "client", "server", "http-request", "http-keep-alive")
-
-
-class RuleError(ValueError):
-    """A variant's edit matched nothing in the config: the template moved."""
-
-
-@dataclass(frozen=True)
-class Edit:
-    """A regular expression (multi-line) and its replacement; must match unless not required."""
-
-    what: str
-    pattern: str
-    repl: str = ""
-    required: bool = True
-
-    def apply(self, text: str) -> str:
-        new, count = re.subn(self.pattern, self.repl, text, flags=re.M)
-        if not count and self.required:
-            raise RuleError(f"{self.what}: nothing matches {self.pattern!r}")
-        return new
 
 
 def drop(what: str, line_start: str) -> Edit:
@@ -127,24 +108,6 @@ BY_NAME = {v.name: v for v in VARIANTS}
 ALL_NAMES = (*BY_NAME, MINIMAL)
 ABOUT = {**{v.name: v.about for v in VARIANTS}, MINIMAL: "TLS in, Host set, verified TLS out "
          "(sni, verifyhost), http-reuse always, nbthread 1, georelay's timeouts"}
-
-
-def runnable(text: str, relay: str, address: str, run_dir: Path, callgrind: bool = False) -> str:
-    """A variant's config as a process of its own: listeners on `address`, its own runtime
-    sockets and state file in run_dir, no chroot or user switch (the same for every
-    variant). Under callgrind the checks run at start only (inter 1h): a check costs time,
-    not requests, and a slowed process would count ~50 times more of them per request."""
-    edits = [Edit("listeners", rf"^([ \t]*bind ){re.escape(relay)}:", rf"\g<1>{address}:"),
-             Edit("runtime sockets", r"^([ \t]*stats socket )\S*/([^/\s]+)",
-                  rf"\g<1>{run_dir}/\2", required=False),
-             Edit("state file", r"^([ \t]*server-state-file )\S+", rf"\g<1>{run_dir}/state",
-                  required=False),
-             Edit("chroot and user", r"^[ \t]*(chroot|user|group)[ \t].*\n?", required=False)]
-    if callgrind:
-        edits.append(Edit("check interval", r"(?<![\w-])inter \S+", "inter 1h", required=False))
-    for edit in edits:
-        text = edit.apply(text)
-    return text
 
 
 def timeouts_of(text: str) -> dict[str, str]:
