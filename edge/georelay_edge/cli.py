@@ -141,15 +141,20 @@ def version_bump(service: str, to: str | None, dry_run: bool, output: str,
         raise click.BadParameter(f"{to!r}: 1-64 letters, digits or ._- starting with a letter "
                                  "or digit, e.g. --to 7", param_hint="--to")
     cached_service(read_fleet(inventory), service)
-    before = _run(proxies.versions, inventory, service)
-    seen = [a.values.get("before") for a in before.values() if a.ok]
-    if not seen:
-        fail("no proxy answered, nothing was changed:\n" + "\n".join(
-            f"  {_where(a)}: {a.error}" for a in before.values()))
-    target = to or next_version(seen)
-    reachable = ",".join(h for h, a in before.items() if a.ok)
-    after = _run(proxies.versions, inventory, service, target, check=dry_run, limit=reachable)
-    got = {**{h: a for h, a in before.items() if not a.ok}, **after}
+    if to is not None:  # the value is known: one run sets it and reads it back
+        got = _run(proxies.versions, inventory, service, to, check=dry_run)
+    else:  # the fleet's next value needs every proxy's first
+        before = _run(proxies.versions, inventory, service)
+        seen = [a.values.get("before") for a in before.values() if a.ok]
+        if not seen:
+            fail("no proxy answered, nothing was changed:\n" + "\n".join(
+                f"  {_where(a)}: {a.error}" for a in before.values()))
+        to = next_version(seen)
+        reachable = ",".join(h for h, a in before.items() if a.ok)
+        got = {**{h: a for h, a in before.items() if not a.ok},
+               **_run(proxies.versions, inventory, service, to, check=dry_run,
+                      limit=reachable)}
+    target = to
     missed = _not_confirmed(got, lambda a: a.values.get("after") == target)
     again = f"georelay-edge version bump {service} --to {target} -i {inventory}"
     if output == "json":

@@ -31,6 +31,8 @@ it also runs with a proxy host's own Python (3.11 on Debian 12).
     sent to regular because of that (``show table georelay_onebox_fallback``).
   - read_map_file() / write_map_file(): the file's entries and holds; atomic rewrite.
 
+- map_value(socket, map_file, key): a running map's value for a key (``show map``);
+  write_file_atomically(path, text): a map file rewritten at once, for a reload to read.
 - replace_map(socket, map_file, lines): a whole running map replaced atomically
   (prepare / add @version in chunks below the CLI's 16 KB buffer / commit), e.g. AWS's
   ip-ranges map of regional redirects (README "Edge rules").

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import socket
 import ssl
@@ -39,11 +38,11 @@ import click
 import yaml
 
 from georelay_dns.cli_support import cli_command
-from georelay_lab import certs, client, nginx_gateway, processes
+from georelay_lab import certs, nginx_gateway, processes
 from georelay_lab.checkout import checkout
 from georelay_model import ip_ranges
 from georelay_tools import bench_configs as cfg
-from georelay_tools.callgrind import HAPROXY, Count, count_instructions
+from georelay_tools.bench_variants import compare, summary, variants_of
 from georelay_tools.proc_stats import (
     established_to,
     tree_cpu_seconds,
@@ -54,7 +53,6 @@ from georelay_tools.wrk import parse_wrk, wrk_requests
 
 BIN = Path(sys.executable).parent
 # Per-service keys of the edge rules a --variant may give (README "Edge rules").
-COUNT_ADDRESS = "127.0.20.40"  # --instructions: the deployed config under callgrind
 EDGE_KEYS = ("deny_paths", "deny_status", "accept_classes", "accept_default", "edge_cache",
              "regional_redirects")
 
@@ -92,7 +90,6 @@ class Bench:
         self.duration = duration
         self.connections = connections
         self.headers: list[str] = []  # --variant-header: sent by wrk with every request
-        self.counts: dict[str, Count] = {}  # --instructions: per variant
         self.reps = reps
         self.a = cfg.Addresses()
         self.certs = work / "certs"
@@ -258,57 +255,6 @@ class Bench:
                 results.extend(row.values())
         return results
 
-    def instructions(self, name: str, requests: int, path: str, close: bool) -> Count:
-        """callgrind's instructions per request of the config deployed now, run as a process
-        of its own on COUNT_ADDRESS (make bench-rules' method: a count that does not drift
-        with the machine's load)."""
-        run_dir = self.work / "instructions" / name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rendered = (self.work / "relay/etc/haproxy/haproxy.cfg").read_text()
-        config = run_dir / "callgrind.cfg"
-        config.write_text(cfg.runnable(rendered, self.a.relay, COUNT_ADDRESS, run_dir,
-                                       callgrind=True))
-        subprocess.run([HAPROXY, "-c", "-q", "-f", str(config)], check=True)
-        return count_instructions(config, COUNT_ADDRESS, 443, self.certs / "lab-ca.pem",
-                                  run_dir, requests=requests, connections=4, warmup=200,
-                                  path=path, close=close, cpus=self.relay_cpus)
-
-    def compare(self, variants: dict[str, dict[str, object]], rounds: int,
-                path: str = "/small", close: bool = False,
-                instructions: int = 0) -> dict[str, list]:
-        """georelay/nginx req/s ratio per variant of the role's tunables (kept-alive clients,
-        small body unless told), each variant redeployed by the role and measured right
-        beside nginx; also each one's p99 and CPU per request. instructions > 0: also
-        callgrind's instructions per request over that many requests, once per variant."""
-        ratios: dict[str, list[float]] = {name: [] for name in variants}
-        self.counts = {}
-        for _ in range(rounds):
-            for name, tunables in variants.items():
-                self._deploy_georelay(**tunables)
-                self.pin_all()
-                if isinstance(tunables.get("edge_cache"), dict) and \
-                        tunables["edge_cache"].get("header"):
-                    header = str(tunables["edge_cache"]["header"])
-                    seen = [client.fetch(self.a.relay, 443, cfg.PUBLIC, path,
-                                         ca_file=str(self.certs / "lab-ca.pem"))
-                            .headers.get(header.lower()) for _ in range(2)]
-                    print(f"  {name}: {header} of two requests: {', '.join(map(str, seen))}")
-                ours = self.measure("georelay", self.a.relay, cfg.PUBLIC, path, close)
-                nginx = self.measure("nginx relay", self.a.nginx, cfg.PUBLIC, path, close)
-                ratios[name].append(ours[0] / nginx[0])
-                if instructions and name not in self.counts:
-                    c = self.counts[name] = self.instructions(name, instructions, path, close)
-                    if not c.ok:
-                        raise SystemExit(f"{name}: callgrind's requests were answered "
-                                         f"{c.statuses}, not all 200")
-                    print(f"  {name:24} {c.per_request:,.0f} instructions/request "
-                          f"(callgrind, {c.requests} requests)", flush=True)
-                print(f"  {name:24} georelay {ours[0]:8.0f} p99 {ours[2]:5.2f} ms "
-                      f"{ours[4]:5.1f} us/req {ours[3]} errors | nginx {nginx[0]:8.0f} p99 "
-                      f"{nginx[2]:5.2f} ms {nginx[4]:5.1f} us/req {nginx[3]} errors | "
-                      f"ratio {ours[0] / nginx[0]:.2f}", flush=True)
-        return ratios
-
     def idle_memory(self, count: int, **tunables: object) -> dict[str, float]:
         """KiB per idle TLS client connection for both relays: the RSS their process trees
         gained with `count` handshaken, idle client connections open, divided by the
@@ -387,20 +333,6 @@ def markdown(results: list[Result], memory: dict[str, float], idle: int, duratio
     return "\n".join(lines)
 
 
-def variants_of(specs: tuple[str, ...]) -> dict[str, dict[str, object]]:
-    """--variant NAME:VAR=VALUE,... (values read as YAML) -> name -> tunables."""
-    variants: dict[str, dict[str, object]] = {}
-    for spec in specs:
-        name, colon, pairs = spec.partition(":")
-        parts = [p for p in re.split(r",(?=\w+=)", pairs) if p]
-        if not colon or not name or any("=" not in p for p in parts):
-            raise click.BadParameter(f"{spec!r}: write NAME:VAR=VALUE,... (e.g. "
-                                     "tuned:haproxy_nbthread=2), or NAME: for the defaults",
-                                     param_hint="--variant")
-        variants[name] = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in parts)}
-    return variants
-
-
 @cli_command("georelay-tools bench", distribution="georelay-tools")
 @click.option("--duration", type=click.IntRange(min=1), default=5, show_default=True,
               help="seconds of each wrk run")
@@ -465,17 +397,11 @@ def command(duration: int, connections: int, reps: int, idle: int, work: Path,
         bench.headers = list(variant_headers)
         try:
             bench.prepare()
-            ratios = bench.compare(variants, reps, variant_path, variant_new_conn, instructions)
+            ratios, counts = compare(bench, variants, reps, variant_path, variant_new_conn,
+                                     instructions)
         finally:
             bench.stop()
-        first = next(iter(bench.counts.values()), None)
-        for name, values in ratios.items():
-            c = bench.counts.get(name)
-            print(f"{name}: georelay/nginx median {statistics.median(values):.2f} ("
-                  + ", ".join(f"{v:.2f}" for v in values) + ")"
-                  + (f"; {c.per_request:,.0f} instructions/request ("
-                     f"{c.per_request / first.per_request - 1:+.1%} against "
-                     f"{next(iter(bench.counts))})" if c and first else ""))
+        print("\n".join(summary(ratios, counts)))
         return
     try:
         print("setting up gateway, georelay relay (ansible-playbook), nginx relay, seed ...")

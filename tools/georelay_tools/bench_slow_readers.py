@@ -24,7 +24,8 @@ import click
 from georelay_dns.cli_support import cli_command
 from georelay_lab import client
 from georelay_tools import bench_configs as cfg
-from georelay_tools.bench import Bench, variants_of
+from georelay_tools.bench import Bench
+from georelay_tools.bench_variants import variants_of
 
 SLOW_READERS = 4
 RCVBUF = 4096  # the slow clients' receive buffer, bytes
