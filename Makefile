@@ -15,6 +15,8 @@ DEBS := $(shell awk '$$1 !~ /^\#/ && NF && !seen[$$1]++ {print $$1}' $(DEBIAN_PA
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The demo's Route53 is a local moto_server, reached the standard boto3 way.
 ROUTE53 ?= 127.0.9.1:5300
+# The demo's Prometheus (georelay-lab prometheus): its web UI and HTTP API.
+PROMETHEUS ?= 127.0.9.9:9090
 LAB_AWS := AWS_ENDPOINT_URL_ROUTE_53=http://$(ROUTE53) AWS_ACCESS_KEY_ID=georelay-lab \
 	AWS_SECRET_ACCESS_KEY=georelay-lab AWS_DEFAULT_REGION=us-east-1
 export PATH := $(BIN):$(PATH)
@@ -59,6 +61,8 @@ demo: setup
 	$(BIN)/georelay-lab show -i $(INVENTORY) --lab-dir $(LAB)
 	@echo; echo "== Each proxy's health agent: /healthz as Route53 asks it, and the cron check =="
 	$(BIN)/georelay-lab health -i $(INVENTORY) --lab-dir $(LAB)
+	@echo; echo "== Monitoring: the lab's Prometheus scrapes every proxy's HAProxy exporter and agent, with the shipped alert rules =="
+	$(BIN)/georelay-lab prometheus -i $(INVENTORY) --lab-dir $(LAB) --listen $(PROMETHEUS)
 	@echo; echo "== One-box canary: 20% of users to fast.example.com's one-box, sticky by cookie =="
 	$(BIN)/georelay-lab onebox-split -i $(INVENTORY) --lab-dir $(LAB) --users 8
 	@echo; echo "== Route53 (stand-in): the live tree =="
@@ -67,6 +71,7 @@ demo: setup
 	$(BIN)/georelay-dns simulate -i $(INVENTORY) --from us-east-1 --down use1-a --service fast.example.com
 	@echo; echo "Try it:  curl --cacert $(LAB)/certs/lab-ca.pem --resolve fast.example.com:443:127.0.1.1 https://fast.example.com/hello"
 	@echo "Route53: export $(LAB_AWS); $(BIN)/georelay-dns plan -i $(INVENTORY)"
+	@echo "Prometheus: http://$(PROMETHEUS)/alerts (rules: monitoring/rules; dashboard: monitoring/dashboards)"
 	@echo "Stop it: make demo-down"
 
 # The same demo fleet on real Debian 12 hosts (root): 4 systemd-nspawn hosts of the host lab

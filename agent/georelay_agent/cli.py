@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from georelay_agent import __version__, drains
+from georelay_agent import __version__, drains, logfmt
 from georelay_agent.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG,
@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("check", "one-shot Nagios check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
     p.add_argument("--json", action="store_true", help="print the status document instead")
     p.add_argument("--write", metavar="FILE", help="also write the JSON result to FILE")
+    p.add_argument("--textfile", metavar="FILE",
+                   help="also write the result in Prometheus text format to FILE (for "
+                        "node_exporter's textfile collector; replaced atomically, mode 0644)")
     p = command("drain", "drain this proxy: /healthz answers 503 'draining: REASON' (root)")
     p.add_argument("--reason", required=True, help="why (shown in /healthz and status)")
     p.add_argument("--expires", metavar="DURATION", help="e.g. 30m, 2h, 1d (default never)")
@@ -109,11 +112,16 @@ def _change_options(p: argparse.ArgumentParser) -> None:
                    help="wait up to SECONDS until the running agent has seen the change")
 
 
-def _config(path: str) -> Config:
+def _config(path: str, log: bool = False) -> Config:
     try:
         return load(path)
     except ConfigError as exc:
-        print(f"georelay-agent: {exc}", file=sys.stderr)
+        if log:
+            logging.getLogger("georelay_agent").error(
+                str(exc), extra=logfmt.fields(event="config_invalid", config=path,
+                                              exit_code=EX_CONFIG))
+        else:
+            print(f"georelay-agent: {exc}", file=sys.stderr)
         raise SystemExit(EX_CONFIG) from exc
 
 
@@ -127,21 +135,22 @@ def main(argv: list[str] | None = None) -> int:
         from georelay_agent.schema import STATUS_SCHEMA
         print(json.dumps(STATUS_SCHEMA, indent=2, sort_keys=True))
         return 0
-    if args.command == "supervise":
+    if args.command in ("serve", "supervise"):
+        # A daemon: every line it writes (an invalid config too) is a logfmt log line.
+        logfmt.configure(args.log_level)
+        config = _config(args.config, log=True)  # refuse to start on an invalid config
+        if args.command == "serve":
+            from georelay_agent.server import serve
+            return serve(config)
         from georelay_agent.supervise import supervise
-        _configure_logging(args.log_level)
-        _config(args.config)  # refuse to start on an invalid config, clearly, once
         return supervise(args.config, args.pid_file, args.log_level)
     config = _config(args.config)
     if args.command == "validate":
         print(f"{args.config}: valid ({len(config.services)} service(s))")
         return 0
-    if args.command == "serve":
-        from georelay_agent.server import serve
-        _configure_logging(args.log_level)
-        return serve(config)
     if args.command == "check":
-        return _check(config, args.json, args.write)
+        logfmt.configure("warning")  # stdout is the Nagios line; stderr log lines only
+        return _check(config, args.json, args.write, args.textfile)
     spool = Path(config.drain_dir)
     try:
         if args.command == "drain":
@@ -253,25 +262,44 @@ def _undrain(config: Config, spool: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(config: Config, as_json: bool, write: str | None) -> int:
-    from georelay_agent.check import run
+def _check(config: Config, as_json: bool, write: str | None, textfile: str | None) -> int:
+    """Run the check, write its JSON (--write) and Prometheus (--textfile) results, print
+    it. A result that cannot be written is logged on stderr and turns OK into UNKNOWN (3):
+    whoever reads the file would not see this run."""
+    from georelay_agent.check import UNKNOWN, Result, run, unknown
 
+    result: Result
     try:
         result = run(config)
     except Exception as exc:  # the plugin's own failure is UNKNOWN, never a false state
-        print(f"GEORELAY-AGENT UNKNOWN - check failed: {type(exc).__name__}: {exc}")
-        return 3
+        result = unknown(f"check failed: {type(exc).__name__}: {exc}")
     payload = result.document if result.document is not None else {
         "check": {"status": "UNKNOWN", "exit_code": result.code, "summary": result.summary}}
+    code = result.code
+    outputs: list[tuple[str, str, Callable[[], str]]] = []
     if write:
-        tmp = Path(write + ".tmp")
-        tmp.write_text(json.dumps(payload, sort_keys=True) + "\n")
-        os.replace(tmp, write)
+        outputs.append(("--write", write, lambda: json.dumps(payload, sort_keys=True) + "\n"))
+    if textfile:
+        from georelay_agent.textfile import render
+
+        services = result.document.get("services") if result.document else None
+        outputs.append(("--textfile", textfile, lambda: render(
+            config.proxy, config.region, result.code, time.time(), services)))
+    for option, path, text in outputs:
+        try:
+            _write_atomically(path, text())
+        except OSError as exc:
+            logging.getLogger("georelay_agent").error(
+                "cannot write the check's result", extra=logfmt.fields(
+                    event="check_output_failed", option=option, path=path,
+                    error=exc.strerror or str(exc),
+                    fix="make its directory writable by the user cron runs the check as"))
+            code = UNKNOWN if code == 0 else code
     print(json.dumps(payload, sort_keys=True, indent=2) if as_json else result.line)
-    return result.code
+    return code
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s georelay-agent[%(process)d] %(levelname)s "
-                               "%(message)s")
+def _write_atomically(path: str, text: str) -> None:
+    from georelay_agent.textfile import write_atomically
+
+    write_atomically(path, text)

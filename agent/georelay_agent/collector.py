@@ -15,6 +15,7 @@ from collections.abc import Callable
 from georelay_agent.config import Config
 from georelay_agent.gather import Gatherer
 from georelay_agent.health import HealthMachine
+from georelay_agent.logfmt import fields
 from georelay_agent.observation import Observation
 from georelay_agent.snapshot import Snapshot
 
@@ -44,8 +45,9 @@ class Collector(threading.Thread):
         self.snapshot = snap  # a single reference swap: readers see old or new, whole
         self.ticks += 1
         if previous.state != snap.state or previous.reason != snap.reason:
-            log.warning("state %s -> %s%s", previous.state, snap.state,
-                        f": {snap.reason}" if snap.reason else "")
+            level = logging.INFO if snap.state == "healthy" else logging.WARNING
+            log.log(level, "state changed", extra=fields(
+                event="transition", from_=previous.state, to=snap.state, reason=snap.reason))
         for callback in self.on_snapshot:
             callback(obs, snap)
         return snap
@@ -58,7 +60,7 @@ class Collector(threading.Thread):
                 self.tick()
             except Exception:  # keep observing; the stale snapshot shows the trouble
                 self.errors += 1
-                log.exception("collection failed")
+                log.exception("collection failed", extra=fields(event="collection_failed"))
             next_at += interval
             now = time.monotonic()
             if next_at < now:  # a slow tick: start again at once, do not try to catch up

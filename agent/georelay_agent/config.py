@@ -60,6 +60,14 @@ class Onebox:
 
 
 @dataclass(frozen=True)
+class EdgeCache:
+    """The service's edge cache on this proxy (README "Edge rules"): the map file of the
+    deploy versions, as haproxy.cfg names it (its key is the service's hostname)."""
+
+    version_map: str
+
+
+@dataclass(frozen=True)
 class Service:
     hostname: str
     backend: str
@@ -68,6 +76,7 @@ class Service:
     home_server: str = ""  # HAProxy server name of the region's own gateway; "" = domain
     backups: tuple[Backup, ...] = ()  # in order of preference, as in haproxy.cfg
     onebox: Onebox | None = None  # None: no one-box here (none, or switched off)
+    edge_cache: EdgeCache | None = None  # None: the service has no edge cache
 
     @property
     def home(self) -> str:
@@ -127,6 +136,8 @@ class Config:
     check: CheckSettings
     # Keep answering 200 while a service is served by a backup region's gateway.
     bridging_keeps_in_dns: bool = False
+    # The AWS ip-ranges map of regional redirects (its header dates it); None: no redirects.
+    ip_ranges_map: str | None = None
 
 
 _SERVER = re.compile(r"^[A-Za-z0-9_.:-]+$")
@@ -261,6 +272,16 @@ def _onebox(s: _Reader, backend: str) -> Onebox | None:
     return Onebox(name, map_file) if name and map_file else None
 
 
+def _edge_cache(s: _Reader) -> EdgeCache | None:
+    """services[i].edge_cache: {version_map}, or absent (no edge cache)."""
+    if s.raw("edge_cache", None) is None:
+        return None
+    e = s.sub("edge_cache")
+    version_map = e.path("version_map")
+    e.finish()
+    return EdgeCache(version_map) if version_map else None
+
+
 def parse(data: Any, path: str = "<config>") -> Config:
     """A validated Config, or ConfigError listing every problem of ``data``."""
     problems: list[str] = []
@@ -321,9 +342,10 @@ def parse(data: Any, path: str = "<config>") -> Config:
                                "(its domain)") or domain
         backups = _backups(problems, s, home_server)
         onebox = _onebox(s, backend)
+        edge_cache = _edge_cache(s)
         s.finish()
         services.append(Service(hostname, backend, domain, probe_path, home_server,
-                                backups, onebox))
+                                backups, onebox, edge_cache))
     for field in ("hostname", "backend"):
         values = [getattr(s, field) for s in services]
         for dup in sorted({v for v in values if v and values.count(v) > 1}):
@@ -342,14 +364,15 @@ def parse(data: Any, path: str = "<config>") -> Config:
     p.finish()
 
     # The longest tick: three Runtime API commands (info, stat, master's proc) at their
-    # timeouts, a fourth with a one-box (its maps and fallback table in one round trip);
-    # probes run beside them, in parallel.
-    commands = 4 if any(s.onebox for s in services) else 3
+    # timeouts, a fourth with a one-box (its maps and fallback table in one round trip), a
+    # fifth with an edge cache (the version maps); probes run beside them, in parallel.
+    commands = 3 + any(s.onebox for s in services) + any(s.edge_cache for s in services)
     worst_tick = max(commands * (haproxy.connect_timeout + haproxy.read_timeout),
                      probe.timeout if probe.enabled else 0.0)
     stale_after = top.number("stale_after", interval * 3 + worst_tick, 1.0, 600.0)
     drain_dir = top.path("drain_dir") or ""
     keeps_in_dns = top.boolean("bridging_keeps_in_dns", False)
+    ip_ranges_map = top.path("ip_ranges_map", optional=True)
     c = top.sub("check")
     check = CheckSettings(
         state_dir=c.path("state_dir") or "",
@@ -369,7 +392,7 @@ def parse(data: Any, path: str = "<config>") -> Config:
         raise ConfigError(f"invalid config {path}:\n  " + "\n  ".join(problems))
     return Config(path, proxy, region, listen_address, listen_port, interval, rise, fall,
                   stale_after, healthz_path, ok_body, haproxy, tuple(services), probe,
-                  drain_dir, check, keeps_in_dns)
+                  drain_dir, check, keeps_in_dns, ip_ranges_map)
 
 
 def load(path: str) -> Config:

@@ -1,5 +1,6 @@
 """Gathering the raw facts of one observation: Runtime API (with the one-box maps and
-fallback table), master CLI, probes, drain spool.
+fallback table, the edge version maps), master CLI, the ip-ranges map's header, probes,
+drain spool.
 
 Every step has a bounded duration, so one observation lasts at most the sum of its
 timeouts. Used by the collector's background loop and by the one-shot `check`.
@@ -12,7 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from georelay_agent import drains, onebox
+from georelay_agent import drains, edge, onebox
 from georelay_agent.config import Config
 from georelay_agent.haproxy_api import RuntimeAPI, RuntimeAPIError
 from georelay_agent.observation import Observation
@@ -35,6 +36,8 @@ class Gatherer:
         self.next_probe = 0.0
         self.in_flight: dict[str, Future[ProbeResult]] = {}
         self._context = tls_context(config.probe.ca_file) if self.pool else None
+        self.ip_ranges = edge.IpRangesFile(config.ip_ranges_map) if config.ip_ranges_map \
+            else None
 
     def close(self) -> None:
         if self.pool:
@@ -72,9 +75,17 @@ class Gatherer:
             obs.backends = self.api.stat()
         except RuntimeAPIError as exc:
             obs.haproxy_error = str(exc)
+        versions: dict[str, str] | None = None
         if obs.haproxy_error is None:
             obs.onebox, problems = onebox.read(self.api, self.config.services)
             obs.problems += problems
+            versions, problems = edge.read_versions(self.api, self.config.services)
+            obs.problems += problems
+        header = None
+        if self.ip_ranges is not None:
+            header, problems = self.ip_ranges.read()  # the file's header, when it changed
+            obs.problems += problems
+        obs.edge = edge.EdgeReading(versions, header)
         if self.master is not None and obs.haproxy_error is None:
             try:
                 obs.proc = self.master.proc()

@@ -71,6 +71,18 @@ def _agreement(s: Service, b: BackendStat) -> list[str]:
     return out
 
 
+def _ip_ranges(c: Config, obs: Observation) -> dict[str, Any] | None:
+    """The ip-ranges map of regional redirects this proxy holds (None without redirects):
+    its header's syncToken and createDate, as read from the file."""
+    if c.ip_ranges_map is None:
+        return None
+    header = obs.edge.ip_ranges
+    if header is None:
+        return {"map_file": c.ip_ranges_map, "sync_token": None, "create_date": None,
+                "created": None, "mtime": None}
+    return header.to_json()
+
+
 class HealthMachine:
     """Judges each observation (hysteresis, rate window, reloads, bridging) into a Snapshot.
 
@@ -231,6 +243,11 @@ class HealthMachine:
             # A one-box without a usable server is a warning only: regular serves its users.
             entry["onebox"], more = onebox.judge(s, obs.backends, obs.onebox)
             warnings += more
+            # The deploy version of its edge cache: reported, never judged.
+            versions = obs.edge.versions
+            entry["edge_cache"] = None if s.edge_cache is None else {
+                "version_map": s.edge_cache.version_map,
+                "version": versions.get(s.hostname) if versions is not None else None}
             if st and not st.up and haproxy.up:
                 failing.append(st.reason or key)
             ratio = rates.get(s.backend)
@@ -301,6 +318,7 @@ class HealthMachine:
                         "failed_reloads": proc.failed_reloads if proc else None,
                         "config_pending": pending},
             "services": services,
+            "ip_ranges": _ip_ranges(c, obs),
             "drains": [{**d.to_json(), "active": d.active(now)} for d in all_drains],
             "warnings": warnings,
             "collection": {"at": obs.at, "duration_s": obs.duration_s,

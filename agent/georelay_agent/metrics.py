@@ -87,6 +87,7 @@ class SnapshotCollector(Collector):
                                      "while its home gateway is down", labels=[*svc,
                                                                                "backup_region"])
         yield from _onebox(doc, labels)
+        yield from _edge(doc, labels)
         for s in doc["services"]:
             sl = [*labels, s["hostname"], s["backend"]]
             up.add_metric(sl, 1.0 if s["up"] else 0.0)
@@ -145,6 +146,30 @@ def _onebox(doc: dict[str, Any], labels: list[str]) -> Iterator[Metric]:
             fallback.add_metric(sl, float(ob["fallback_requests"]))
         falling.add_metric(sl, 1.0 if ob["falling_back"] else 0.0)
     yield from (percent, usable, fallback, falling)
+
+
+def _edge(doc: dict[str, Any], labels: list[str]) -> Iterator[Metric]:
+    """The edge rules of this proxy (README "Edge rules"): each edge cache's running deploy
+    version, and the createDate of the ip-ranges map of regional redirects."""
+    version = GaugeMetricFamily(
+        "georelay_agent_edge_version",
+        "Deploy version of the service's edge cache in the running HAProxy (its version map; "
+        "no entry runs 1). No series while the version is not a whole number or unread",
+        labels=["proxy", "region", "service"])
+    for s in doc["services"]:
+        value = (s.get("edge_cache") or {}).get("version")
+        if isinstance(value, str) and value.isdigit():
+            version.add_metric([*labels, s["hostname"]], float(value))
+    yield version
+    header = doc.get("ip_ranges")
+    if header is not None:
+        created = GaugeMetricFamily(
+            "georelay_agent_ip_ranges_created_timestamp_seconds",
+            "createDate of the AWS ip-ranges map this proxy holds for regional redirects "
+            "(the map file's header); absent while unreadable", labels=["proxy", "region"])
+        if header["created"] is not None:
+            created.add_metric(labels, header["created"])
+        yield created
 
 
 def _gauge(name: str, doc: str, labels: list[str], value: float) -> GaugeMetricFamily:

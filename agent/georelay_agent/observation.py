@@ -1,5 +1,6 @@
 """What one observation saw: HAProxy's Runtime API and master CLI, the config file's age,
-the one-box maps and fallback table, probes, the drain spool. The gatherer makes them; the
+the one-box maps and fallback table, the edge versions and ip-ranges map, probes, the drain
+spool. The gatherer makes them; the
 health state machine judges them. A value type only.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from georelay_agent.drains import Drain
+from georelay_agent.edge import EdgeReading
 from georelay_agent.haproxy_api import BackendStat, ProcInfo
 from georelay_agent.onebox import Reading
 from georelay_agent.probe import ProbeResult
@@ -24,6 +26,7 @@ class Observation:
     proc: ProcInfo | None = None
     config_mtime: float | None = None
     onebox: Reading | None = None  # one-box maps and fallback table (None: none or unread)
+    edge: EdgeReading = field(default_factory=EdgeReading)  # edge versions, ip-ranges map
     probes: dict[str, ProbeResult] = field(default_factory=dict)  # fresh results only
     drains: list[Drain] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)

@@ -24,7 +24,7 @@ from typing import Any
 
 from georelay_agent.config import Service
 from georelay_agent.haproxy_api import BackendStat, RuntimeAPI, RuntimeAPIError
-from georelay_agent.haproxy_runtime import FALLBACK_TABLE
+from georelay_agent.onebox_map import FALLBACK_TABLE
 
 _ENTRY = re.compile(r"^0x[0-9a-f]+ (\S+) (-?\d+)$")  # "0x55d1... fast.example.com 25"
 _ROW = re.compile(r"^0x[0-9a-f]+: key=(\S+) .*\bhttp_req_cnt=(\d+)")

@@ -4,7 +4,7 @@
 an optional field (or a new `state`) does not change it. `georelay-agent schema` prints this
 schema. Added to version 1 since: `state` "bridging", `agent.bridging_keeps_in_dns`,
 `services[].home`, `services[].bridging`, `services[].servers[].backup` and `.region`,
-`services[].onebox`.
+`services[].onebox`, `services[].edge_cache`, `ip_ranges`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ ONEBOX = _obj({"backend": _STR, "percent": _opt({"type": "integer"}),
                "usable_servers": _opt(_INT), "status": _opt(_STR),
                "requests_total": _opt(_INT), "http_5xx_total": _opt(_INT),
                "fallback_requests": _opt(_INT), "falling_back": _BOOL})
+EDGE_CACHE = _obj({"version_map": _STR, "version": _opt(_STR)})
+IP_RANGES = _obj({"map_file": _STR, "sync_token": _opt(_INT), "create_date": _opt(_STR),
+                  "created": _opt(_NUM), "mtime": _opt(_NUM)})
 SERVICE = _obj({
     "hostname": _STR, "backend": _STR, "domain": _STR, "up": {"type": "boolean"},
     "reason": _opt(_STR), "since": _opt(_NUM), "status": _opt(_STR),
@@ -53,8 +56,8 @@ SERVICE = _obj({
     "errors": _opt(_obj({"connect": _INT, "response": _INT, "retries": _INT})),
     "http_5xx_ratio": _opt({"type": "number", "minimum": 0, "maximum": 1}),
     "probe": _opt(PROBE), "home": _opt(HOME), "bridging": _opt(BRIDGING),
-    "onebox": _opt(ONEBOX)},
-    optional=("home", "bridging", "onebox"))
+    "onebox": _opt(ONEBOX), "edge_cache": _opt(EDGE_CACHE)},
+    optional=("home", "bridging", "onebox", "edge_cache"))
 DRAIN = _obj({"id": _STR, "reason": _STR, "who": _STR, "created": _NUM,
               "expires": _opt(_NUM), "active": {"type": "boolean"}})
 CHECK = _obj({"status": {"enum": ["OK", "WARNING", "CRITICAL", "UNKNOWN"]},
@@ -81,6 +84,7 @@ STATUS_SCHEMA: dict[str, Any] = {
                          "reloads": _opt(_INT), "failed_reloads": _opt(_INT),
                          "config_pending": {"type": "boolean"}}),
         "services": {"type": "array", "items": SERVICE},
+        "ip_ranges": _opt(IP_RANGES),
         "drains": {"type": "array", "items": DRAIN},
         "warnings": {"type": "array", "items": _STR},
         "collection": _obj({"at": _opt(_NUM), "duration_s": _opt(_NUM),
@@ -88,5 +92,6 @@ STATUS_SCHEMA: dict[str, Any] = {
         "check": CHECK,
     }),
 }
-# `check` appears only in `check --json` output.
-STATUS_SCHEMA["required"] = [k for k in STATUS_SCHEMA["required"] if k != "check"]
+# `check` appears only in `check --json` output; `ip_ranges` was added to version 1 later.
+STATUS_SCHEMA["required"] = [k for k in STATUS_SCHEMA["required"]
+                             if k not in ("check", "ip_ranges")]

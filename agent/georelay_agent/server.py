@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -20,8 +21,10 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from georelay_agent import __version__
 from georelay_agent.collector import Collector
 from georelay_agent.config import Config
+from georelay_agent.logfmt import fields
 from georelay_agent.metrics import AgentMetrics
 from georelay_agent.observation import Observation
 from georelay_agent.snapshot import Snapshot, status_document
@@ -55,6 +58,16 @@ class AgentServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((config.listen_address, config.listen_port), Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that failed: one log line (socketserver would print a traceback); a
+        client gone mid-answer is routine (debug)."""
+        exc = sys.exc_info()[1]
+        gone = isinstance(exc, ConnectionError | TimeoutError)
+        log.log(logging.DEBUG if gone else logging.ERROR, "request failed",
+                exc_info=not gone, extra=fields(
+                    event="request_failed", client=str(client_address[0]) if client_address
+                    else None, error=f"{type(exc).__name__}: {exc}" if gone else None))
+
 
 class Handler(BaseHTTPRequestHandler):
     server: AgentServer
@@ -64,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        log.debug("http", extra=fields(client=self.address_string(), line=format % args))
 
     def do_HEAD(self) -> None:
         self._route(head=True)
@@ -134,21 +147,24 @@ def serve(config: Config) -> int:
     try:
         server = AgentServer(config, collector, metrics)
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", config.listen_address, config.listen_port,
-                  exc.strerror or exc)
+        log.error("cannot listen", extra=fields(event="listen_failed",
+                                                address=config.listen_address,
+                                                port=config.listen_port,
+                                                error=exc.strerror or str(exc)))
         return 1
     collector.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
+        log.info("stopping", extra=fields(event="stop", signal=signal.Signals(signum).name))
         collector.stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("georelay-agent for %s (%s) listening on %s:%d, %d service(s), interval %gs",
-             config.proxy, config.region, config.listen_address, config.listen_port,
-             len(config.services), config.interval)
+    log.info("listening", extra=fields(
+        event="start", version=__version__, proxy=config.proxy, region=config.region,
+        address=config.listen_address, port=config.listen_port,
+        services=len(config.services), interval_s=config.interval, config=config.path))
     try:
         server.serve_forever(poll_interval=0.5)
     finally:

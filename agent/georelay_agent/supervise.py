@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from georelay_agent.logfmt import fields
+
 log = logging.getLogger("georelay_agent.supervise")
 PR_SET_PDEATHSIG = 1
 MAX_BACKOFF_S = 30.0
@@ -60,7 +62,8 @@ def supervise(config_path: str, pid_file: str | None, log_level: str) -> int:
     while not stopping.is_set():
         started = time.monotonic()
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-        log.info("started georelay-agent serve (pid %d)", child.pid)
+        log.info("started georelay-agent serve", extra=fields(event="child_start",
+                                                              pid=child.pid))
         code = child.wait()
         if stopping.is_set():
             break
@@ -71,8 +74,9 @@ def supervise(config_path: str, pid_file: str | None, log_level: str) -> int:
         ran = time.monotonic() - started
         if ran >= HEALTHY_RUN_S:
             backoff = 1.0
-        log.error("georelay-agent serve exited with %s after %.1fs; restarting in %.0fs",
-                  code, ran, backoff)
+        log.error("georelay-agent serve exited; restarting", extra=fields(
+            event="child_exit", pid=child.pid, exit_code=code, ran_s=round(ran, 1),
+            restart_in_s=backoff))
         stopping.wait(backoff)
         backoff = min(MAX_BACKOFF_S, backoff * 2)
     if child is not None and child.poll() is None:

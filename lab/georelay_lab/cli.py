@@ -14,7 +14,8 @@ from click.core import ParameterSource
 
 from georelay_dns.cli_support import cli_group, inventory_option
 from georelay_lab import hosts as hosts_lab
-from georelay_lab import nginx_gateway, onebox_demo, stand_ins
+from georelay_lab import nginx_gateway, onebox_demo, processes, stand_ins
+from georelay_lab import prometheus as lab_prometheus
 from georelay_lab.gateway import serve
 
 
@@ -144,6 +145,29 @@ def route53(inventory: str, lab_dir: str, listen: str) -> None:
 
     lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
     for line in r53.start(lab.lab_dir, listen, lab.fleet.zone):
+        click.echo(line)
+
+
+@main.command()
+@inventory_option()
+@click.option("--lab-dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--listen", default=lab_prometheus.DEFAULT_LISTEN, show_default=True,
+              help="ip:port for Prometheus's web UI and HTTP API.")
+@click.option("--stop", is_flag=True, help="Stop the lab's Prometheus instead.")
+def prometheus(inventory: str, lab_dir: str, listen: str, stop: bool) -> None:
+    """Start Debian's Prometheus scraping every proxy's management listener (HAProxy's
+    exporter and the agent), with the rules of monitoring/rules loaded (lab time: each
+    `for` / 20); print its URL. Again: reload its config from the inventory."""
+    if stop:
+        pid_file = Path(lab_dir) / "prometheus/prometheus.pid"
+        click.echo("stopped prometheus" if processes.stop(pid_file)
+                   else "prometheus was not running")
+        return
+    lab = stand_ins.StandIns.from_inventory(_inventory(inventory), Path(lab_dir))
+    for line in lab_prometheus.start(lab.lab_dir, listen, lab.fleet):
+        click.echo(line)
+    for line in lab_prometheus.scraped(f"http://{listen}",
+                                       len(lab_prometheus.scrape_targets(lab.fleet))):
         click.echo(line)
 
 

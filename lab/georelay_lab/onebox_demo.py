@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from georelay_agent import haproxy_runtime as rt
+from georelay_agent import onebox_map as ob
 from georelay_lab import client
 from georelay_lab.stand_ins import StandIns
 from georelay_model import Proxy, Service
@@ -156,7 +157,7 @@ class Split:
         if not sock.exists():
             return None
         try:
-            return rt.get_onebox_percent(str(sock), str(root / "etc/haproxy/onebox-percent.map"),
+            return ob.get_onebox_percent(str(sock), str(root / "etc/haproxy/onebox-percent.map"),
                                          self.service.hostname)
         except (OSError, rt.RuntimeAPIError):
             return None

@@ -69,6 +69,14 @@ VARS: tuple[Var, ...] = (
     Var("georelay_agent_bind_address", "host", "127.0.0.1",
         "address the health agent listens on; HAProxy routes /healthz there"),
     Var("georelay_agent_port", "host", 8405, "port the health agent listens on"),
+    # The management listener (model/georelay_model/management.py, README "Monitoring").
+    Var("georelay_metrics_listen", "host", "127.0.0.1:8404",
+        "ip:port of the management listener: HAProxy's Prometheus exporter at /metrics, "
+        "the agent's metrics at /agent/metrics; never a public listener"),
+    Var("georelay_metrics_allow", "host", ["127.0.0.0/8", "::1/128"],
+        "source networks allowed to scrape the management listener (others get 403)"),
+    Var("georelay_metrics_basic_auth", "host", None,
+        "{user, password}: basic auth on the management listener (password in Vault)"),
     # Tunables of roles/georelay_agent (defaults in its defaults/main.yml, types in its
     # meta/argument_specs.yml; docs/AGENT.md).
     Var("georelay_agent_python", "host", "/usr/bin/python3", "interpreter of the agent's venv"),
@@ -111,6 +119,14 @@ VARS: tuple[Var, ...] = (
     Var("georelay_agent_cron_dir", "host", "/etc/cron.d",
         "cron directory (below georelay_root when that is not /)"),
     Var("georelay_agent_cron_every_minutes", "all", 1, "minutes between cron checks"),
+    Var("georelay_agent_textfile_dir", "host", "",
+        "node_exporter's textfile directory (must exist): the cron check's georelay_check_* "
+        "metrics are linked there as georelay-agent.prom; empty: none"),
+    Var("georelay_agent_nrpe", "all", False,
+        "install NRPE's check_georelay_agent command (run through sudo as the check's user)"),
+    Var("georelay_agent_nrpe_dir", "host", "/etc/nagios/nrpe.d",
+        "NRPE's include directory (below georelay_root when that is not /)"),
+    Var("georelay_agent_nrpe_user", "all", "nagios", "the user NRPE runs its commands as"),
     Var("georelay_lab_dir", "all", None, "lab only: where the demo keeps certificates and roots"),
     # Read by playbooks/proxies.yml, given with -e (serial cannot read inventory variables).
     Var("georelay_rollout_batch", "all", 1,

@@ -201,6 +201,15 @@ def proxy_facts(fleet: Fleet, host: str) -> dict[str, Any]:
         "backup_order": fleet.backup_order_note(region.name),
         "agent": {"address": proxy.agent.host, "port": proxy.agent.port,
                   "server": proxy.agent.haproxy},
+        # The management listener (README "Monitoring"): HAProxy's exporter and the agent's
+        # metrics, for the allowed sources, with basic auth when a user is set.
+        "metrics": {"bind": proxy.management.listen.haproxy,
+                    "address": proxy.management.listen.host,
+                    "port": proxy.management.listen.port,
+                    "allow": list(proxy.management.allow),
+                    "auth": ({"user": proxy.management.user,
+                              "password": proxy.management.password}
+                             if proxy.management.user else None)},
     }
 
 

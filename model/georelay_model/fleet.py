@@ -72,6 +72,17 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Management:
+    """A proxy's management listener (management.py): HAProxy's Prometheus exporter and the
+    agent's metrics, for the allowed networks only, with optional basic auth."""
+
+    listen: Endpoint = Endpoint("127.0.0.1", 8404)
+    allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class Proxy:
     """One HAProxy host of a region (an inventory host with aws_region)."""
 
@@ -86,6 +97,7 @@ class Proxy:
     service_manager: str = "systemd"  # or "process"
     root: str = "/"
     agent: Endpoint = Endpoint("127.0.0.1", 8405)  # where /healthz is answered
+    management: Management = Management()  # where Prometheus scrapes (management.py)
 
     @property
     def public_address(self) -> str:

@@ -19,6 +19,7 @@ from georelay_model.contract import KNOWN, RETIRED
 from georelay_model.errors import InventoryError
 from georelay_model.facts import MAX_SOCKET_PATH, socket_paths
 from georelay_model.fleet import Endpoint, Fleet, Proxy, Region, Service
+from georelay_model.management import read_management
 from georelay_model.reader import REGION_RE, Reader, default_str, is_dns_name
 from georelay_model.settings import check_regional_names, read_settings
 
@@ -244,12 +245,15 @@ def _proxy(r: Reader, host: str, hv: Mapping[str, Any]) -> Proxy | None:
     if agent_port in (https, http) and agent_bind in (bind, ""):
         r.problem(host, "georelay_agent_port", f"{agent_port} is also an HAProxy listener port",
                   "give the agent a port of its own")
-    if len(r.problems) > before:
+    agent = Endpoint(agent_bind, agent_port)
+    management = read_management(r, host, hv, bind=bind, ports={https, http},
+                                 public_ip=public_ip, agent=agent)
+    if len(r.problems) > before or management is None:
         return None
     return Proxy(name=host, region=region, public_ip=public_ip, public_dns=public_dns,
                  dns_weight=weight, bind_address="" if bind == "*" else bind,
                  https_port=https, http_port=http, service_manager=manager, root=root,
-                 agent=Endpoint(agent_bind, agent_port))
+                 agent=agent, management=management)
 
 
 def _endpoint(r: Reader, host: str, raw: object) -> Endpoint | None:

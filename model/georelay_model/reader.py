@@ -21,7 +21,8 @@ LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 ROLE_ONLY = frozenset({"haproxy_bind_address", "haproxy_http_port", "georelay_service_manager",
                        "georelay_root", "georelay_tls_pem", "georelay_backend_ca",
                        "georelay_apigw_address", "georelay_agent_bind_address",
-                       "georelay_agent_port"})
+                       "georelay_agent_port", "georelay_metrics_listen",
+                       "georelay_metrics_allow", "georelay_metrics_basic_auth"})
 
 
 def is_dns_name(name: str) -> bool:

@@ -23,7 +23,7 @@ import re
 from ansible_collections.georelay.relay.plugins.module_utils.haproxy_runtime import (
     RuntimeAPIError,
     map_value,
-    send,
+    set_map_entry,
     write_file_atomically,
 )
 
@@ -90,13 +90,7 @@ def set_version(admin_socket: str, map_file: str, hostname: str, version: str,
     refuses or reads back another value."""
     check_version(version)
     write_version(map_file, hostname, version)
-    kw = {"connect_timeout": timeout, "read_timeout": timeout, "retries": 5,
-          "refused_is_error": True}
-    answer = send(admin_socket, f"set map {map_file} {hostname} {version}", **kw)
-    if answer.strip():  # "entry not found"
-        answer = send(admin_socket, f"add map {map_file} {hostname} {version}", **kw)
-        if answer.strip():
-            raise RuntimeAPIError(f"{admin_socket}: add map {hostname}: {answer.strip()}")
+    set_map_entry(admin_socket, map_file, hostname, version, timeout=timeout)
     now = get_version(admin_socket, map_file, hostname, timeout)
     if now != version:
         raise RuntimeAPIError(f"{admin_socket}: {hostname}'s edge version reads {now} "

@@ -157,10 +157,12 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.georelay.relay.plugins.module_utils.haproxy_runtime import (
     RuntimeAPIError,
+    send,
+)
+from ansible_collections.georelay.relay.plugins.module_utils.onebox_map import (
     get_onebox_percent,
     onebox_state,
     read_map_file,
-    send,
     set_onebox_percent,
 )
 

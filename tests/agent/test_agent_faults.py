@@ -25,10 +25,14 @@ def test_supervisor_restarts_a_dead_agent_and_cron_entry_is_installed(
     fleet = one_agent_fleet
     cron = (fleet.root("p1") / "etc/cron.d/georelay-agent-p1").read_text()
     line = next(x for x in cron.splitlines() if x.startswith("*/1 "))
-    # no --config: the agent of <root>/opt/georelay-agent/venv reads <root>/etc/georelay-agent
-    assert re.match(r"^\*/1 \* \* \* \* root sleep \d+; \S+/opt/georelay-agent/venv/bin/"
-                    r"georelay-agent check --write \S+/last-check.json >/dev/null 2>&1$",
+    # no --config: the agent of <root>/opt/georelay-agent/venv reads <root>/etc/georelay-agent;
+    # its output goes to syslog (logger), at the priority of its status, which the entry exits
+    # with (tests/agent/test_agent_monitoring.py runs the line).
+    assert re.match(r"^\*/1 \* \* \* \* root sleep \d+; out=\$\(\S+/opt/georelay-agent/venv/"
+                    r"bin/georelay-agent check --write \S+/last-check.json 2>&1\); rc=\$\?; "
+                    r".* logger -t georelay-agent-check -p \"user\.\$p\" .*; exit \$rc$",
                     line), line
+    assert "/dev/null" not in cron and "--textfile" not in line  # no textfile dir set
     before = fleet.status("p1")["agent"]["pid"]
     os.kill(before, signal.SIGKILL)
     deadline = time.monotonic() + 10

@@ -269,6 +269,10 @@ class DeployedFleet:
     def address(self, proxy: str) -> str:
         return f"127.0.{self.net}.{self.proxy_names().index(proxy) + 1}"
 
+    def management_address(self, proxy: str) -> str:
+        """Where the proxy's management listener (metrics) listens: not its public address."""
+        return f"127.0.{self.net}.{201 + self.proxy_names().index(proxy)}"
+
     def gateway(self, region: str) -> tuple[str, int]:
         return f"127.0.{self.net}.{101 + list(self.regions).index(region)}", 9443
 
@@ -293,6 +297,7 @@ class DeployedFleet:
         return {"public_ip": self.address(proxy),
                 "haproxy_bind_address": self.address(proxy),
                 "georelay_agent_bind_address": self.address(proxy),
+                "georelay_metrics_listen": f"{self.management_address(proxy)}:8404",
                 "georelay_root": str(self.root(proxy))}
 
     def common_vars(self) -> dict[str, Any]:

@@ -38,6 +38,9 @@ IP_RANGES = {"syncToken": "1764547200", "createDate": "2026-12-01-00-00-00",
              "prefixes": [{"ip_prefix": "3.5.0.0/16", "region": "us-east-1", "service": "S3"}],
              "ipv6_prefixes": [{"ipv6_prefix": "2600:1f18::/36", "region": "us-east-1",
                                 "service": "EC2"}]}
+# A path of the services' APIs that users call (any path but /ping: the stand-in gateways
+# echo it, and their faults spare /ping, which HAProxy's health checks ask).
+API_PATH = "/v1/orders"
 AWS = {"AWS_ACCESS_KEY_ID": "georelay-lab", "AWS_SECRET_ACCESS_KEY": "georelay-lab",
        "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -51,6 +54,12 @@ class RunbookFleet(DeployedFleet):
     @property
     def route53_listen(self) -> str:
         return f"127.0.{self.net}.200:5300"
+
+    @property
+    def prometheus_listen(self) -> str:
+        """Where the lab's Prometheus of this fleet listens (tests/runbooks/conftest.py's
+        `prometheus` fixture and error-budget-burn.md's situation start it there)."""
+        return f"127.0.{self.net}.199:9090"
 
     @property
     def rollout_state_dir(self) -> Path:
@@ -104,6 +113,8 @@ class RunbookFleet(DeployedFleet):
             "APIGW_ADDR": "{}:{}".format(*self.gateway(region)),
             "TLS_PEM": str(self.lab_dir / "certs/public.pem"),
             "IP_RANGES": str(self.ip_ranges_file),
+            "API_PATH": API_PATH,
+            "PROMETHEUS": f"http://{self.prometheus_listen}",
         }
         return {**values, **overrides}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from georelay_agent import haproxy_runtime as rt
+from georelay_agent import onebox_map as ob
 from georelay_lab import client
 from georelay_lab.onebox_demo import user_agent
 from georelay_testing.fleet import REPO, DeployedFleet, running_fleet, unix_cli
@@ -46,7 +46,7 @@ def split(fleet: DeployedFleet, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def set_percent(fleet: DeployedFleet, percent: int, hold: str | None) -> None:
-    rt.set_onebox_percent(str(fleet.admin_socket("e1")),
+    ob.set_onebox_percent(str(fleet.admin_socket("e1")),
                           str(fleet.root("e1") / "etc/haproxy/onebox-percent.map"), HOST,
                           percent, hold=hold)
 

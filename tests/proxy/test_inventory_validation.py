@@ -171,6 +171,27 @@ BAD: list[tuple[str, Callable[[HostVars], None], str, str]] = [
      "georelay_onebox_enabled", "not true or false"),
     ("onebox-switch-differs-in-region", on("e2", georelay_onebox_enabled=False),
      "georelay_onebox_enabled", "differs from"),
+    ("metrics-listen-not-ip-port", on("e1", georelay_metrics_listen="8404"),
+     "georelay_metrics_listen", "not ip:port"),
+    ("metrics-listen-a-name", on("e1", georelay_metrics_listen="mgmt.example.net:8404"),
+     "georelay_metrics_listen", "not ip:port"),
+    ("metrics-listen-port-range", on("e1", georelay_metrics_listen="10.0.0.5:70000"),
+     "georelay_metrics_listen", "out of range"),
+    ("metrics-listen-public-port", on("e1", georelay_metrics_listen="10.0.0.5:443"),
+     "georelay_metrics_listen", "is also a public listener"),
+    ("metrics-listen-public-ip", on("e1", georelay_metrics_listen="192.0.2.1:8404"),
+     "georelay_metrics_listen", "is the proxy's public_ip"),
+    ("metrics-listen-agent-port", on("e1", georelay_metrics_listen="127.0.0.1:8405"),
+     "georelay_metrics_listen", "is the health agent's address"),
+    ("metrics-allow-not-a-list", on("e1", georelay_metrics_allow="10.0.0.0/8"),
+     "georelay_metrics_allow", "must be a list"),
+    ("metrics-allow-host-bits", on("e1", georelay_metrics_allow=["10.1.2.3/16"]),
+     "georelay_metrics_allow[0]", "not a network"),
+    ("metrics-auth-shape", on("e1", georelay_metrics_basic_auth={"user": "prom"}),
+     "georelay_metrics_basic_auth", "exactly user and password"),
+    ("metrics-auth-quote", on("e1", georelay_metrics_basic_auth={"user": "prom",
+                                                                 "password": "it's"}),
+     "georelay_metrics_basic_auth.password", "single quote"),
 ]
 
 
@@ -255,9 +276,9 @@ def problems_of(hostvars: HostVars) -> list[str]:
 
 def test_an_unknown_georelay_variable_is_refused_without_a_close_name() -> None:
     hostvars = good()
-    on("e1", georelay_metrics_listen="127.0.0.1:9100")(hostvars)
+    on("e1", georelay_statsd_listen="127.0.0.1:9100")(hostvars)
     [problem] = problems_of(hostvars)
-    assert problem.startswith("e1: georelay_metrics_listen: is not a georelay variable "
+    assert problem.startswith("e1: georelay_statsd_listen: is not a georelay variable "
                               "(set for host(s) e1). Fix: remove it;")
     assert "'The inventory contract'" in problem
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from georelay_agent import haproxy_runtime as rt
+from georelay_agent import onebox_map as ob
 from georelay_lab import client
 from georelay_model import fleet_from_hostvars
 from georelay_model.facts import proxy_facts
@@ -49,7 +49,7 @@ def map_file(fleet: DeployedFleet, proxy: str) -> str:
 
 def set_percent(fleet: DeployedFleet, percent: int, proxy: str = "e1",
                 hold: str | None = "test-rollout") -> int:
-    return rt.set_onebox_percent(str(fleet.admin_socket(proxy)), map_file(fleet, proxy), HOST,
+    return ob.set_onebox_percent(str(fleet.admin_socket(proxy)), map_file(fleet, proxy), HOST,
                                  percent, hold=hold)
 
 
@@ -257,14 +257,14 @@ def test_a_dead_onebox_falls_back_to_regular_visibly(fleet: DeployedFleet) -> No
     sock = str(fleet.admin_socket("e1"))
     backend = "be_fast_example_com_onebox"
     server = "us-east-1-onebox-fast.example.com"
-    before = rt.onebox_state(sock, map_file(fleet, "e1"), HOST)
+    before = ob.onebox_state(sock, map_file(fleet, "e1"), HOST)
     assert before.onebox_usable_servers == 1 and not before.falling_back
     unix_cli(fleet.admin_socket("e1"), f"set server {backend}/{server} state maint")
     try:
         user = User(fleet, "127.9.100.5", "curl/8.0")
         assert [user.partition() for _ in range(5)] == ["regular"] * 5
         user.close()
-        after = rt.onebox_state(sock, map_file(fleet, "e1"), HOST)
+        after = ob.onebox_state(sock, map_file(fleet, "e1"), HOST)
         assert after.falling_back and after.onebox_usable_servers == 0
         assert after.fallback_requests >= before.fallback_requests + 5
         assert after.percent == 100
@@ -326,7 +326,7 @@ def test_a_reload_keeps_the_percentage(fleet: DeployedFleet) -> None:
     set_percent(fleet, 37)
     fleet.reload("e1")
     sock = str(fleet.admin_socket("e1"))
-    assert rt.get_onebox_percent(sock, map_file(fleet, "e1"), HOST) == 37
+    assert ob.get_onebox_percent(sock, map_file(fleet, "e1"), HOST) == 37
     set_percent(fleet, 20)
 
 
@@ -336,13 +336,13 @@ def test_a_playbook_run_keeps_a_held_percentage_and_renders_a_released_one(
     set_percent(fleet, 45, hold="release-42")
     reloads = fleet.reloads("e1")
     fleet.deploy()
-    assert rt.get_onebox_percent(sock, path, HOST) == 45
-    assert rt.read_map_file(path) == ({HOST: 45}, {HOST: "release-42"})
+    assert ob.get_onebox_percent(sock, path, HOST) == 45
+    assert ob.read_map_file(path) == ({HOST: 45}, {HOST: "release-42"})
     assert fleet.reloads("e1") == reloads  # nothing to change: no reload
     set_percent(fleet, 45, hold=None)  # the rollout is over: the inventory's value again
     fleet.deploy()
-    assert rt.get_onebox_percent(sock, path, HOST) == 20
-    assert rt.read_map_file(path) == ({HOST: 20}, {})
+    assert ob.get_onebox_percent(sock, path, HOST) == 20
+    assert ob.read_map_file(path) == ({HOST: 20}, {})
 
 
 def test_bad_runtime_changes_touch_nothing(fleet: DeployedFleet) -> None:
@@ -350,11 +350,11 @@ def test_bad_runtime_changes_touch_nothing(fleet: DeployedFleet) -> None:
     before = Path(path).read_text()
     for percent in (-1, 101, True):
         with pytest.raises(ValueError, match="percent"):
-            rt.set_onebox_percent(sock, path, HOST, percent, hold=None)  # type: ignore[arg-type]
+            ob.set_onebox_percent(sock, path, HOST, percent, hold=None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"api\.example\.com has no one-box"):
-        rt.set_onebox_percent(sock, path, "api.example.com", 5, hold=None)
+        ob.set_onebox_percent(sock, path, "api.example.com", 5, hold=None)
     with pytest.raises(ValueError, match="hold"):
-        rt.set_onebox_percent(sock, path, HOST, 5, hold="two words")
+        ob.set_onebox_percent(sock, path, HOST, 5, hold="two words")
     assert Path(path).read_text() == before
 
 
@@ -363,5 +363,5 @@ def test_backend_names_agree_with_the_model() -> None:
                  "public_ip": "192.0.2.1", "georelay_tls_pem": "/x.pem",
                  "georelay_services": [dict(SERVICE, hostname="a-b.fast.example.com")]}}
     svc = fleet_from_hostvars(hv, rendered=True).services[0]
-    assert rt.backend_name(svc.hostname) == svc.backend_name
-    assert rt.backend_name(svc.hostname) + "_onebox" == svc.onebox_backend_name
+    assert ob.backend_name(svc.hostname) == svc.backend_name
+    assert ob.backend_name(svc.hostname) + "_onebox" == svc.onebox_backend_name

@@ -307,9 +307,10 @@ def under_load(fleet: DeployedFleet, proxy: str) -> dict[str, Any]:
             "gateway_connections": len({r.connection for r in received})}
 
 
-def run_variant(fleet: DeployedFleet, proxy: str) -> dict[str, Any]:
+def run_variant(fleet: DeployedFleet, proxy: str, *, closing: bool = True) -> dict[str, Any]:
     """The load through proxy, its figures recorded; checks that it met the race's
-    conditions: its rounds, and pauses in which the gateway closed pooled connections."""
+    conditions: its rounds, and (closing) pauses in which the gateway closed pooled
+    connections."""
     figures = under_load(fleet, proxy)
     record_figures("idle_close_race", {
         "proxy": proxy, "variables": VARIANTS[proxy], "gateway_idle_s": GATEWAY_IDLE_S,
@@ -318,7 +319,8 @@ def run_variant(fleet: DeployedFleet, proxy: str) -> dict[str, Any]:
                  "fresh_burst": FRESH_BURST, "seconds": LOAD_S},
         **figures})
     assert figures["rounds"] >= MIN_ROUNDS, figures
-    assert figures["closing_rounds"] >= MIN_CLOSING_ROUNDS, figures
+    if closing:
+        assert figures["closing_rounds"] >= MIN_CLOSING_ROUNDS, figures
     return figures
 
 
@@ -338,9 +340,12 @@ def test_control_without_l7_retries_shows_the_race(idle_closing_fleet: DeployedF
                                                    proxy: str) -> None:
     """Only failed connection attempts retried: requests sent on connections the gateway
     was closing fail. If this sees none, the load no longer meets the race, and 0 on the
-    other proxies proves nothing."""
+    other proxies proves nothing. A failed request is itself the proof that the gateway
+    closed a connection under this load, so the control does not also count closing
+    rounds (the pool-size sampling can miss a close that a request met: one run saw 13
+    failures in a single counted closing round)."""
     fleet = idle_closing_fleet
     assert backend_settings(fleet, proxy)["retry_on"] == "retry-on conn-failure"
-    figures = run_variant(fleet, proxy)
+    figures = run_variant(fleet, proxy, closing=False)
     assert set(figures["gateway_protocols"]) == {PROTOCOL[proxy]}, figures
     assert figures["clients"]["failed"] > 0, figures

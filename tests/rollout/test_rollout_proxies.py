@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from georelay_agent import haproxy_runtime as rt
+from georelay_agent import onebox_map as ob
 from georelay_rollout import proxies
 from georelay_rollout.proxies import ProxiesError, Reading, RequestError
 from georelay_testing.fleet import BIN, REPO, DeployedFleet, run, running_fleet, sha, unix_cli
@@ -50,7 +51,7 @@ def map_file(fleet: DeployedFleet, proxy: str) -> Path:
 
 
 def running(fleet: DeployedFleet, proxy: str) -> int | None:
-    return rt.get_onebox_percent(str(fleet.admin_socket(proxy)), str(map_file(fleet, proxy)),
+    return ob.get_onebox_percent(str(fleet.admin_socket(proxy)), str(map_file(fleet, proxy)),
                                  HOST)
 
 
@@ -59,7 +60,7 @@ def inventory(fleet: DeployedFleet) -> Iterator[str]:
     """The fleet's inventory, every proxy at the inventory's 20% and no hold, before and after."""
     def reset() -> None:
         for proxy in ON:
-            rt.set_onebox_percent(str(fleet.admin_socket(proxy)), str(map_file(fleet, proxy)),
+            ob.set_onebox_percent(str(fleet.admin_socket(proxy)), str(map_file(fleet, proxy)),
                                   HOST, 20, hold=None)
     reset()
     yield str(fleet.inventory)

@@ -14,3 +14,18 @@ from georelay_testing.runbook_lab import RunbookFleet, runbook_fleet
 def fleet() -> Iterator[RunbookFleet]:
     with runbook_fleet() as f:
         yield f
+
+
+@pytest.fixture(scope="module")
+def prometheus(fleet: RunbookFleet) -> Iterator[str]:
+    """The lab's Prometheus (georelay-lab prometheus) scraping the fleet, with the shipped
+    rules; its URL. Stopped after the module."""
+    from georelay_lab import prometheus as lab_prometheus
+    from georelay_lab.processes import stop
+
+    listen = f"127.0.{fleet.net}.199:9090"
+    lab_prometheus.start(fleet.lab_dir, listen, fleet.lab().fleet)
+    try:
+        yield f"http://{listen}"
+    finally:
+        stop(fleet.lab_dir / "prometheus/prometheus.pid")

@@ -27,7 +27,7 @@ def drill(fleet: RunbookFleet, *args: str, timeout: float = 240) \
 
 @pytest.mark.slow
 def test_the_drill_passes_every_step_and_leaves_the_fleet_as_it_was(
-        fleet: RunbookFleet) -> None:
+        fleet: RunbookFleet, prometheus: str) -> None:
     got = drill(fleet)
     out = got.stdout
     assert got.returncode == 0, out[-6000:] + got.stderr[-2000:]
@@ -47,6 +47,17 @@ def test_the_drill_passes_every_step_and_leaves_the_fleet_as_it_was(
                      re.M), gateway
     assert "us-east-1 is evacuated" in evacuated
     assert re.search(r"^  e1 +us-east-1 +200 from gateway us-east-1$", evacuated, re.M)
+    # the lab's Prometheus saw each break: each alert fired within its `for` plus one
+    # evaluation of its expression holding (the drill says [ok] only when it measured so;
+    # "[UNEXPECTED]" is absent above), and resolved after the repair
+    assert f"Alerts: pending and firing in Prometheus ({prometheus}/alerts):" in out
+    for alert, proxies in (("GeorelayProxyUnhealthy", ["e1"]),
+                           ("GeorelayBridgingViaBackup", ["e1", "e2"])):
+        for proxy in proxies:
+            for what in ("fires", "resolves"):
+                assert re.search(rf"^  \[ok\] {alert} {what} for {proxy} ", out, re.M), \
+                    (alert, what, proxy, out[-4000:])
+    assert "(none pending or firing)" in steps[-1], steps[-1]
     # and the fleet is back: nothing for the lab to fix
     assert fleet.reset() == []
 

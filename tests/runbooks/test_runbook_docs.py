@@ -25,7 +25,8 @@ from georelay_testing.runbook_doc import (
 SITUATIONS = {"proxy-unhealthy.md", "region-gateway-down.md", "region-lost.md",
               "all-regions-unhealthy.md", "certificate-expiring.md", "reload-failed.md",
               "route53-throttled.md", "maintenance-proxy.md", "maintenance-region.md",
-              "canary-unhealthy.md", "deploy-version-not-picked-up.md", "ip-ranges-map-stale.md"}
+              "canary-unhealthy.md", "deploy-version-not-picked-up.md", "ip-ranges-map-stale.md",
+              "error-budget-burn.md"}
 BOOKS = runbooks()
 IDS = [b.name for b in BOOKS]
 INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ from test_runbook_docs import SITUATIONS
 
 from georelay_agent.haproxy_api import parse_stat
 from georelay_agent.haproxy_runtime import ProcInfo, send, show_proc
-from georelay_lab import certs
+from georelay_lab import certs, processes
+from georelay_lab import prometheus as lab_prometheus
 from georelay_testing.runbook_doc import REPO, Block, Runbook, runbooks
 from georelay_testing.runbook_lab import RunbookFleet
 
@@ -303,6 +305,95 @@ def newer_ip_ranges(fleet: RunbookFleet, _v: dict[str, str]) -> None:
     fleet.ip_ranges_file.write_text(json.dumps(doc))
 
 
+def prometheus_query(url: str, expr: str) -> list[dict[str, object]]:
+    """The instant vector of expr (the lab's Prometheus HTTP API, as the runbooks ask it)."""
+    found: list[dict[str, object]] = lab_prometheus.api(
+        url, "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))["result"]
+    return found
+
+
+def _prometheus_pid_file(fleet: RunbookFleet) -> Path:
+    return fleet.lab_dir / "prometheus/prometheus.pid"
+
+
+PROMETHEUS_STARTED: set[str] = set()  # by a situation's stage (else by the fixture, or none)
+
+
+def own_prometheus(fleet: RunbookFleet, v: dict[str, str]) -> None:
+    """The lab's Prometheus (conftest's `prometheus` fixture, but for one situation of this
+    module's parametrized test): started on fresh data unless it runs, then scraping every
+    target. `no_prometheus` stops it again if this started it."""
+    if processes.running(_prometheus_pid_file(fleet)) is None:
+        shutil.rmtree(fleet.lab_dir / "prometheus/data", ignore_errors=True)
+        lab_prometheus.start(fleet.lab_dir, fleet.prometheus_listen, fleet.lab().fleet)
+        PROMETHEUS_STARTED.add(fleet.prometheus_listen)
+    count = 2 * len(fleet.proxy_names())
+    wait_for("Prometheus to scrape every proxy", lambda: [
+        t["health"] for t in lab_prometheus.targets(v["PROMETHEUS"])] == ["up"] * count)
+
+
+def no_prometheus(fleet: RunbookFleet, _v: dict[str, str]) -> None:
+    if fleet.prometheus_listen in PROMETHEUS_STARTED:
+        processes.stop(_prometheus_pid_file(fleet))
+        PROMETHEUS_STARTED.discard(fleet.prometheus_listen)
+
+
+BURN_SHARE = 0.5  # of the requests to the region's gateway of $SERVICE (not /ping)
+BURN_REQUESTS = 40  # per proxy of the region
+
+
+def burning_budget(fleet: RunbookFleet, v: dict[str, str]) -> None:
+    """The API's deployment behind $REGION's gateway of $SERVICE answers 503 to half of the
+    requests, /ping spared (HAProxy's checks pass: nothing fails over); users' requests
+    through every proxy of the region; the lab's Prometheus until the burn-rate rules see
+    them (rate() over 5m needs two scrapes of the counters that moved)."""
+    own_prometheus(fleet, v)
+    region, service = v["REGION"], v["SERVICE"]
+    hosts = fleet.regions[region]
+    for host in hosts:
+        agent(fleet, host, "check")  # monitoring ran before the errors (the cron does)
+    fleet.lab().set_fault(v["GATEWAY"], 503, BURN_SHARE)
+    for host in hosts:
+        statuses = [fleet.fetch(host, service, v["API_PATH"]).status
+                    for _ in range(BURN_REQUESTS)]
+        assert statuses.count(503) == BURN_REQUESTS * BURN_SHARE, f"{host}: {statuses}"
+    url = v["PROMETHEUS"]
+    wait_for(f"the fast burn rate of {service} in {region}", lambda: prometheus_query(
+        url, "service_region:georelay_error_budget_burn:ratio_rate5m"
+             f'{{service="{service}",region="{region}"}} > 14.4'), timeout=30)
+    for host in hosts:
+        wait_for(f"the 5xx ratio through {host}", lambda h=host: prometheus_query(
+            url, "proxy_service:georelay_agent_backend_http_5xx_per_request:ratio_rate5m"
+                 f'{{service="{service}",proxy="{h}"}} > 0'), timeout=30)
+
+
+def budget_burn_fixed(fleet: RunbookFleet, v: dict[str, str]) -> None:
+    """The API's deployment in $REGION is fixed: its gateway answers every request again, and
+    a minute later (the window of the runbook's verification) no 5xx are left in it."""
+    fleet.lab().clear_fault(v["GATEWAY"])
+    service = v["SERVICE"]
+
+    def clean() -> bool:
+        ratios = prometheus_query(
+            v["PROMETHEUS"],
+            f'sum by (service, region) (rate(georelay_agent_backend_http_5xx_total'
+            f'{{service="{service}"}}[1m])) / sum by (service, region) '
+            f'(rate(georelay_agent_backend_requests_total{{service="{service}"}}[1m]))')
+        values = [r["value"][1] for r in ratios]  # type: ignore[index]
+        return len(values) == len(fleet.regions) and set(values) == {"0"}
+
+    wait_for("a minute without 5xx in Prometheus", clean, timeout=120)
+
+
+def forget_budget_burn(fleet: RunbookFleet, v: dict[str, str]) -> None:
+    """The lab's fault and Prometheus; the proxies' check history, which counted the 5xx
+    (a later page's `check` must not warn about them)."""
+    fleet.lab().clear_fault()
+    no_prometheus(fleet, v)
+    for host in fleet.regions[v["REGION"]]:
+        forget_check_history(host)(fleet, v)
+
+
 SITUATIONS_STAGED: dict[str, Situation] = {
     "maintenance-proxy.md": Situation("w1"),
     "maintenance-region.md": Situation("e1"),
@@ -328,6 +419,9 @@ SITUATIONS_STAGED: dict[str, Situation] = {
     "certificate-expiring.md": Situation(
         "e2", stage=expiring_certificate("e2"), cleanup=original_certificate,
         order=("Diagnosis", "Mitigation", "Verification", "Rollback")),
+    # The lab's Prometheus runs for this page only (started and stopped by its hooks).
+    "error-budget-burn.md": Situation("e1", stage=burning_budget, heal=budget_burn_fixed,
+                                      cleanup=forget_budget_burn),
 }
 BOOKS = {b.name: b for b in runbooks()}
 

@@ -188,6 +188,7 @@ class Bench:
             "georelay_root": str(self.work / "relay"),
             "haproxy_bind_address": self.a.relay,
             "georelay_agent_bind_address": self.a.relay,
+            "georelay_metrics_listen": f"{self.a.management}:8404",
             # The agent's end-to-end probe through the relay trusts the lab CA, as in the
             # lab fleets (one request per observation: nothing beside the load).
             "georelay_agent_probe_ca_file": str(self.certs / "lab-ca.pem"),

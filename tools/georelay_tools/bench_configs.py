@@ -27,6 +27,7 @@ class Addresses:
     nginx: str = "127.0.20.2"
     seed: str = "127.0.20.3"
     gateway: str = "127.0.20.10"
+    management: str = "127.0.20.20"  # georelay's management listener (metrics)
     gateway_port: int = 9443
 
 
@@ -183,11 +184,13 @@ class Edit:
 
 
 def runnable(text: str, relay: str, address: str, run_dir: Path, callgrind: bool = False) -> str:
-    """A variant's config as a process of its own: listeners on `address`, its own runtime
-    sockets and state file in run_dir, no chroot or user switch (the same for every
-    variant). Under callgrind the checks run at start only (inter 1h): a check costs time,
-    not requests, and a slowed process would count ~50 times more of them per request."""
-    edits = [Edit("listeners", rf"^([ \t]*bind ){re.escape(relay)}:", rf"\g<1>{address}:"),
+    """A variant's config as a process of its own: listeners (the management listener's
+    too, on its own port) on `address`, its own runtime sockets and state file in run_dir,
+    no chroot or user switch (the same for every variant). Under callgrind the checks run
+    at start only (inter 1h): a check costs time, not requests, and a slowed process would
+    count ~50 times more of them per request."""
+    edits = [Edit("listeners", rf"^([ \t]*bind )(?:{re.escape(relay)}|[0-9.]+):",
+                  rf"\g<1>{address}:"),
              Edit("runtime sockets", r"^([ \t]*stats socket )\S*/([^/\s]+)",
                   rf"\g<1>{run_dir}/\2", required=False),
              Edit("state file", r"^([ \t]*server-state-file )\S+", rf"\g<1>{run_dir}/state",

@@ -11,7 +11,11 @@ Before, during and after each step it prints what Route53 would answer users nea
 region (`georelay-dns simulate --live`: the live records, each proxy's health as its agent
 answers it), what every agent answers on /healthz through the proxy's public listener (what
 Route53's health checks ask), and a real request through every proxy (status, and which
-region's gateway answered: the stand-in gateways say so). Everything it broke is put back,
+region's gateway answered: the stand-in gateways say so), and, when the lab's Prometheus
+runs (`georelay-lab prometheus`; make demo starts it), the alerts pending and firing: the
+proxy kill must fire GeorelayProxyUnhealthy and the gateway stop GeorelayBridgingViaBackup
+for the proxies it hit, each within its `for` plus one evaluation interval of its
+expression holding, and each must resolve after the repair. Everything it broke is put back,
 also when it is interrupted; it exits 1 if anything did not behave as the step expects.
 
 Route53 is reached the standard boto3 way (AWS_ENDPOINT_URL_ROUTE_53 and friends; `make
@@ -37,8 +41,12 @@ from georelay_lab.processes import haproxy_running, start_haproxy, stop_haproxy
 from georelay_lab.stand_ins import StandIns
 from georelay_model import Proxy, Region
 from georelay_model.facts import paths_below
+from georelay_tools.drill_alerts import Alerts, lab_for, watch
 
 POLL = 0.25
+# The alerts each step must fire and resolve (monitoring/rules/georelay-alerts.yml).
+PROXY_UNHEALTHY = "GeorelayProxyUnhealthy"
+BRIDGING = "GeorelayBridgingViaBackup"
 
 
 class DrillError(RuntimeError):
@@ -145,6 +153,9 @@ class Drill:
     out: Callable[[str], None] = print
     settle_timeout: float = 45.0  # seconds a step may take to show (checks, rise/fall)
     problems: list[str] = field(default_factory=list)
+    alerts: Alerts | None = None  # the lab's Prometheus, when one runs (drill_alerts.py)
+    broke: float = 0.0  # monotonic time of the step's break, and of its repair
+    repaired: float = 0.0
 
     @property
     def hostname(self) -> str:
@@ -225,7 +236,36 @@ class Drill:
         seen = {p.name: request(self.lab, p, self.hostname) for p in self.lab.fleet.proxies}
         for p in self.lab.fleet.proxies:
             self.say(f"  {p.name:<10} {p.region:<12} {seen[p.name]}")
+        if self.alerts:
+            self.say(f"Alerts: pending and firing in Prometheus ({self.alerts.url}/alerts):")
+            for line in self.alerts.lines():
+                self.say(line)
         return View(answers, health, seen)
+
+    def alert_fires(self, alert: str, proxy: Proxy, since: float) -> None:
+        """Expect alert to fire for proxy within its `for` plus one evaluation interval of
+        its expression first holding (as polled: + 2 polls)."""
+        if not self.alerts:
+            return
+        limit = lab_for(self.lab.lab_dir, alert) + self.alerts.interval_s
+        fired = self.alerts.wait_firing(alert, {"proxy": proxy.name}, since,
+                                        self.settle_timeout)
+        if fired is None:
+            self.expect(False, f"{alert} fires for {proxy.name} within {self.settle_timeout:g}s")
+            return
+        self.expect(fired.pending_s <= limit + 2 * POLL,
+                    f"{alert} fires for {proxy.name} {fired.after_s:g}s after the break, "
+                    f"{fired.pending_s:g}s after its expression held (for + one evaluation: "
+                    f"{limit:g}s): {fired.summary}")
+
+    def alert_resolves(self, alert: str, proxy: Proxy, since: float) -> None:
+        if not self.alerts:
+            return
+        took = self.alerts.wait_resolved(alert, {"proxy": proxy.name}, self.settle_timeout,
+                                         since)
+        self.expect(took is not None, f"{alert} resolves for {proxy.name}"
+                    + (f" {took:g}s after the repair" if took is not None else
+                       f" within {self.settle_timeout:g}s"))
 
     def wait(self, what: str, predicate: Callable[[], bool]) -> bool:
         deadline = time.monotonic() + self.settle_timeout
@@ -245,22 +285,26 @@ class Drill:
     def proxy_killed(self, proxy: Proxy) -> Iterator[None]:
         root = proxy_root(self.lab, proxy)
         self.say(f"\n=== 1. Kill proxy {proxy.name} ({proxy.region}): its HAProxy stops")
+        self.broke = time.monotonic()
         stop_haproxy(root)
         try:
             yield
         finally:
             if not haproxy_running(root):
                 self.say(f"... starting {proxy.name}'s HAProxy again")
+                self.repaired = time.monotonic()
                 start_haproxy(root)
 
     @contextmanager
     def gateway_stopped(self, region: Region) -> Iterator[None]:
         self.say(f"\n=== 2. Stop the API Gateway of {region.name}")
+        self.broke = time.monotonic()
         self.lab.stop_gateway(region.name)
         try:
             yield
         finally:
             self.say(f"... starting the {region.name} gateway again")
+            self.repaired = time.monotonic()
             self.lab.start_gateway(region)
 
     @contextmanager
@@ -283,6 +327,7 @@ class Drill:
 
     def run(self) -> int:
         self.preflight()
+        self.alerts = watch(self.lab.lab_dir, self.say)
         home, other = self.regions[0], self.regions[1]
         victim = home.proxies[0]
         siblings = {p.name for p in home.proxies if p != victim}
@@ -302,7 +347,9 @@ class Drill:
                             f"users near {home.name} get {', '.join(sorted(want))}")
                 self.expect(all(view.requests[n].status == 200 for n in siblings),
                             f"{home.name}'s other proxies still serve")
+                self.alert_fires(PROXY_UNHEALTHY, victim, self.broke)
         self.wait(f"{victim.name} healthy again", lambda: self.status(victim) == 200)
+        self.alert_resolves(PROXY_UNHEALTHY, victim, self.repaired)
 
         with self.gateway_stopped(home):
             if self.wait(f"{home.name}'s agents report their gateway down",
@@ -317,8 +364,12 @@ class Drill:
                 self.expect(bool(view.answered(home.name)) and
                             not view.answered(home.name) & home_names,
                             f"Route53 sends users near {home.name} to another region")
+                for p in home.proxies:
+                    self.alert_fires(BRIDGING, p, self.broke)
         self.wait("every agent healthy again", lambda: all(
             self.status(p) == 200 for p in self.lab.fleet.proxies))
+        for p in home.proxies:
+            self.alert_resolves(BRIDGING, p, self.repaired)
 
         with self.region_evacuated(home):
             view = self.look(f"{home.name} evacuated")

@@ -21,6 +21,7 @@ really does at that size); nothing leaves loopback. Everything started is stoppe
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ REGIONS = ["us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "
            "ap-southeast-3", "il-central-1", "ca-west-1", "eu-central-2", "eu-south-2",
            "me-central-1", "ap-south-2", "ap-southeast-4", "mx-central-1"]
 PROXIES_PER_REGION = 2
+SCRAPES = 5  # GET /metrics per size, for the median
 T = TypeVar("T")
 
 
@@ -75,6 +77,11 @@ class Result:
     rss_master_kib: int
     rss_worker_kib: int
     rss_worker_after_reloads_kib: int
+    scrape_ms: float = 0.0  # median GET /metrics of HAProxy's exporter (management listener)
+    scrape_bytes: int = 0
+    scrape_samples: int = 0
+    scrape_no_servers_bytes: int = 0  # ?scope=global&scope=frontend&scope=backend
+    scrape_no_servers_samples: int = 0
 
 
 def hostvars(services: int, regions: int, base: Path, tls_pem: Path,
@@ -96,6 +103,7 @@ def hostvars(services: int, regions: int, base: Path, tls_pem: Path,
             out[f"{region}-p{p}"] = {
                 **common, "aws_region": region, "public_ip": address,
                 "haproxy_bind_address": address, "georelay_agent_bind_address": address,
+                "georelay_metrics_listen": f"127.0.{230 + n // 250}.{1 + n % 250}:8404",
                 "georelay_apigw_address": f"127.0.199.{1 + r}:9443",
                 "georelay_root": str(base / f"r{n}")}
     return out
@@ -127,6 +135,25 @@ def wait(predicate: Callable[[], T | None], timeout: float = 60.0) -> T:
     if not value:
         raise RuntimeError("timed out")
     return value
+
+
+NO_SERVERS = "/metrics?scope=global&scope=frontend&scope=backend"  # the exporter's scopes
+
+
+def scrape(address: str, port: int, times: int = SCRAPES,
+           path: str = "/metrics") -> tuple[float, int, int]:
+    """HAProxy's exporter as Prometheus scrapes it: the median time of `times` whole
+    GET path (uncompressed), the body's size and its samples."""
+    durations, body = [], b""
+    for _ in range(times):
+        conn = http.client.HTTPConnection(address, port, timeout=30)
+        t = time.perf_counter()
+        conn.request("GET", path)
+        body = conn.getresponse().read()
+        durations.append((time.perf_counter() - t) * 1000)
+        conn.close()
+    samples = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return round(statistics.median(durations), 1), len(body), samples
 
 
 def measure(services: int, regions: int, reloads: int, keep: bool = False) -> Result:
@@ -173,6 +200,10 @@ def measure(services: int, regions: int, reloads: int, keep: bool = False) -> Re
         time.sleep(1)
         rss_master = rss_kib(state.master_pid)
         rss_worker = sum(rss_kib(w) for w in state.worker_pids)
+        scrape_ms, scrape_bytes, samples = scrape(facts["metrics"]["address"],
+                                                  facts["metrics"]["port"])
+        _, lean_bytes, lean_samples = scrape(facts["metrics"]["address"],
+                                             facts["metrics"]["port"], 1, NO_SERVERS)
 
         times = []
         for _ in range(reloads):
@@ -194,7 +225,10 @@ def measure(services: int, regions: int, reloads: int, keep: bool = False) -> Re
                       reload_ms=round(statistics.median(times), 1) if times else 0.0,
                       reload_max_ms=round(max(times), 1) if times else 0.0,
                       rss_master_kib=rss_master, rss_worker_kib=rss_worker,
-                      rss_worker_after_reloads_kib=rss_after)
+                      rss_worker_after_reloads_kib=rss_after,
+                      scrape_ms=scrape_ms, scrape_bytes=scrape_bytes, scrape_samples=samples,
+                      scrape_no_servers_bytes=lean_bytes,
+                      scrape_no_servers_samples=lean_samples)
     finally:
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -218,7 +252,12 @@ COLUMNS = [("services x regions", lambda r: f"{r.services} x {r.regions}"),
            ("RSS master", lambda r: f"{r.rss_master_kib / 1024:.1f} MiB"),
            ("RSS worker", lambda r: f"{r.rss_worker_kib / 1024:.1f} MiB"),
            ("RSS worker after reloads",
-            lambda r: f"{r.rss_worker_after_reloads_kib / 1024:.1f} MiB")]
+            lambda r: f"{r.rss_worker_after_reloads_kib / 1024:.1f} MiB"),
+           ("scrape /metrics (median)", lambda r: f"{r.scrape_ms} ms"),
+           ("scrape size", lambda r: f"{r.scrape_bytes / 1024:.0f} KiB / "
+                                     f"{r.scrape_samples} samples"),
+           ("without servers", lambda r: f"{r.scrape_no_servers_bytes / 1024:.0f} KiB / "
+                                         f"{r.scrape_no_servers_samples} samples")]
 
 
 def table(results: list[Result]) -> str:

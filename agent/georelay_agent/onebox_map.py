@@ -1,0 +1,1 @@
+../../plugins/module_utils/onebox_map.py
