@@ -70,6 +70,10 @@ def test_a_service_without_edge_rules_renders_none_of_them() -> None:
                  "public_ip": "192.0.2.1", "georelay_tls_pem": "/x.pem",
                  "georelay_services": [dict(PLAIN)]}}
     plain = render(proxy_facts(fleet_from_hostvars(hv, rendered=True), "p1"))
+    # the management listener's allow-list denies too; it is not an edge rule
+    management = plain.split("frontend georelay_metrics\n")[1].split("\nbackend ")[0]
+    assert "deny deny_status 403 unless { src " in management
+    plain = plain.replace(management, "")
     for word in ("cache", "deny", "Accept", "map_ip", "expect-proxy", "after-response"):
         assert word not in plain
     hv["p1"]["georelay_services"] = [dict(PLAIN), dict(SERVICE)]
