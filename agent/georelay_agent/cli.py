@@ -300,6 +300,6 @@ def _check(config: Config, as_json: bool, write: str | None, textfile: str | Non
 
 
 def _write_atomically(path: str, text: str) -> None:
-    from georelay_agent.textfile import write_atomically
+    from georelay_agent.haproxy_runtime import write_file_atomically
 
-    write_atomically(path, text)
+    write_file_atomically(path, text)

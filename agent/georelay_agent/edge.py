@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from georelay_agent.config import Service
-from georelay_agent.haproxy_api import RuntimeAPI, RuntimeAPIError
+from georelay_agent.haproxy_api import RuntimeAPI, RuntimeAPIError, answer_blocks
 
 DEFAULT_VERSION = "1"  # haproxy.cfg.j2: map(<version map>,1)
 HEADER_LINES = 8  # the header is the file's first lines (georelay_model.ip_ranges.map_text)
@@ -43,26 +43,18 @@ def parse_versions(answer: str, files: list[str]) -> tuple[dict[str, dict[str, s
     the problems (a map the running config does not have)."""
     out: dict[str, dict[str, str]] = {}
     problems: list[str] = []
-    lines = answer.split("\n")
-    for path in files:
-        entries: dict[str, str] | None = {}
-        while lines and lines[0].strip():
-            line = lines.pop(0).rstrip()
+    for path, block in zip(files, answer_blocks(answer, len(files), "show map"), strict=True):
+        bad = next((line for line in block if not _ENTRY.match(line)), None)
+        if bad is not None:
+            problems.append(f"edge: show map {path}: {bad} (an edge cache in the agent's "
+                            f"config but not in the running haproxy.cfg: {FIX})")
+            continue
+        entries: dict[str, str] = {}
+        for line in block:
             m = _ENTRY.match(line)
-            if entries is None:
-                continue
             if m:
                 entries.setdefault(m.group(1), m.group(2))  # lookups take the first
-            else:
-                problems.append(f"edge: show map {path}: {line} (an edge cache in the "
-                                f"agent's config but not in the running haproxy.cfg: {FIX})")
-                entries = None
-        if not lines:
-            raise RuntimeAPIError(f"{len(files)} show map commands got fewer answers: "
-                                  f"{answer[:120]!r}")
-        lines.pop(0)  # the empty line ending this answer
-        if entries is not None:
-            out[path] = entries
+        out[path] = entries
     return out, problems
 
 

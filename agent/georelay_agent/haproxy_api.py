@@ -146,6 +146,24 @@ def _opt_int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
+def answer_blocks(answer: str, count: int, what: str) -> list[list[str]]:
+    """The answers of count commands sent as one line ("show map A; show map B"): each
+    ends with an empty line (an empty map answers the empty line alone). what names the
+    commands in the error when fewer answers came."""
+    blocks: list[list[str]] = []
+    current: list[str] = []
+    for line in answer.split("\n"):
+        if line.strip():
+            current.append(line.rstrip())
+        else:
+            blocks.append(current)
+            current = []
+            if len(blocks) == count:
+                return blocks
+    raise RuntimeAPIError(f"{count} commands ({what}) got {len(blocks)} answers: "
+                          f"{answer[:120]!r}")
+
+
 def parse_stat(text: str) -> dict[str, BackendStat]:
     text = text.lstrip()
     if not text.startswith("# pxname,"):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from georelay_agent.config import Service
-from georelay_agent.haproxy_api import BackendStat, RuntimeAPI, RuntimeAPIError
+from georelay_agent.haproxy_api import BackendStat, RuntimeAPI, RuntimeAPIError, answer_blocks
 from georelay_agent.onebox_map import FALLBACK_TABLE
 
 _ENTRY = re.compile(r"^0x[0-9a-f]+ (\S+) (-?\d+)$")  # "0x55d1... fast.example.com 25"
@@ -52,28 +52,11 @@ def command(files: list[str]) -> str:
     return "; ".join([*(f"show map {f}" for f in files), f"show table {FALLBACK_TABLE}"])
 
 
-def _blocks(answer: str, count: int) -> list[list[str]]:
-    """The answers of count commands sent as one line: each ends with an empty line (an
-    empty map answers the empty line alone)."""
-    blocks: list[list[str]] = []
-    current: list[str] = []
-    for line in answer.split("\n"):
-        if line.strip():
-            current.append(line.rstrip())
-        else:
-            blocks.append(current)
-            current = []
-            if len(blocks) == count:
-                return blocks
-    raise RuntimeAPIError(f"{count} commands (show map, show table) got {len(blocks)} "
-                          f"answers: {answer[:120]!r}")
-
-
 def parse(answer: str, files: list[str]) -> tuple[Reading, list[str]]:
     """The Reading of command(files)'s answer, and the problems found (a map or the table
     missing from the running config, entries HAProxy will not dump)."""
     problems: list[str] = []
-    blocks = _blocks(answer, len(files) + 1)
+    blocks = answer_blocks(answer, len(files) + 1, "show map, show table")
     percents: dict[str, int] | None = {}
     for path, block in zip(files, blocks, strict=False):
         if block and not _ENTRY.match(block[0]):

@@ -7,16 +7,13 @@ collector (Prometheus text format, no sample timestamps: the collector refuses t
     georelay_check_service_up{proxy, region, service}        1 when the service has a usable
                                                              server (home or backup)
 
-The file is replaced atomically (a temporary file in the same directory, fsync, rename;
-mode 0644), so the collector never reads half of it. Standard library only: `check` never
-loads prometheus_client.
+`check` writes it with haproxy_runtime.write_file_atomically (a temporary file in the same
+directory, fsync, rename; mode 0644), so the collector never reads half of it. Standard
+library only: `check` never loads prometheus_client.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from typing import Any
 
 STATUS = "georelay_check_status"
@@ -54,28 +51,3 @@ def render(proxy: str, region: str, code: int, ran_at: float,
         lines += [f"{SERVICE_UP}{_labels({**base, 'service': str(s['hostname'])})} "
                   f"{1 if s.get('up') else 0}" for s in services]
     return "\n".join(lines) + "\n"
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Replace path with text at once: a temporary file in its directory, fsync, rename
-    (then the directory fsync'd, best effort); mode 0644. OSError when it cannot."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -219,18 +219,28 @@ def show_proc(master_socket: str, timeout: float = 3.0) -> ProcInfo | None:
 # --- maps: files a reload reads, running maps -----------------------------------------
 
 def write_file_atomically(path: str, text: str) -> None:
-    """Replace path with text at once (a reload never reads half of it), mode 0644."""
-    directory = os.path.dirname(path) or "."
+    """Replace path with text at once (a reload or a collector never reads half of it):
+    a temporary file in its directory, fsync, rename, then the directory fsync'd (best
+    effort); mode 0644. OSError when it cannot."""
+    directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def map_value(admin_socket: str, map_file: str, key: str, timeout: float = 3.0) -> str | None:
